@@ -9,3 +9,11 @@ graceful_timeout = 20
 # Each worker must open its own SQLite connection after fork: never preload the app.
 preload_app = False
 accesslog = None
+
+# A bad environment variable stops the master with one line, before any worker starts.
+from receiver.config import ConfigError, Settings  # noqa: E402
+
+try:
+    Settings.from_env()
+except ConfigError as error:
+    raise SystemExit(f"ens-status web: {error}") from None

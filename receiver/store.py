@@ -70,6 +70,7 @@ SCHEMA = [
         poll_state TEXT NOT NULL,
         poll_reason TEXT,
         poll_attempts INTEGER NOT NULL DEFAULT 0,
+        poll_misses INTEGER NOT NULL DEFAULT 0,
         last_polled_at INTEGER,
         next_poll_at INTEGER,
         PRIMARY KEY (channel, message_key)
@@ -114,7 +115,7 @@ SCHEMA = [
 MESSAGE_COLUMNS = (
     "channel, message_key, status, status_at, status_code, status_message, event_category_type, source, "
     "recipient, subscriber_key, definition_key, tracked_at, sent_at, updated_at, poll_state, poll_reason, "
-    "poll_attempts, last_polled_at, next_poll_at"
+    "poll_attempts, poll_misses, last_polled_at, next_poll_at"
 )
 
 
@@ -384,29 +385,38 @@ class Store:
         return row[0]
 
     def expire_window(self, sent_before: int, now: int) -> int:
-        """Give up, without a GET, on waiting messages sent before the status API's window."""
+        """Give up, without a GET, on waiting messages sent before the status API's window.
+
+        A message the GET last saw queued gave up as `stuck_queued`, any other as `window_expired`.
+        """
         with self.write() as db:
             return db.execute(
-                "UPDATE messages SET poll_state = 'gave_up', poll_reason = 'window_expired', next_poll_at = NULL,"
-                " updated_at = ? WHERE poll_state = 'waiting' AND sent_at < ?",
+                "UPDATE messages SET poll_state = 'gave_up', next_poll_at = NULL, updated_at = ?,"
+                " poll_reason = CASE WHEN status = 'queued' THEN 'stuck_queued' ELSE 'window_expired' END"
+                " WHERE poll_state = 'waiting' AND sent_at < ?",
                 (now, sent_before),
             ).rowcount
 
     def record_poll(self, channel: str, message_key: str, observation: model.Observation | None, raw: str | None,
-                    now: int, *, poll_state: str, poll_reason: str | None, next_poll_at: int | None) -> dict | None:
+                    now: int, *, poll_state: str, poll_reason: str | None, next_poll_at: int | None,
+                    missed: bool) -> bool:
         """Write one status-GET answer (None: not found) and the poll state the poller chose.
+
+        `missed` counts the answer as one more in a row that did not find this send. Returns
+        whether the observation became the message's status.
 
         The observation goes through the same status model as ENS events; when it leaves the
         message at `sent` or beyond, the poll state is `done` whatever the poller proposed.
         """
+        applied = False
         with self.write() as db:
-            decisions = {}
             if observation is not None:
                 raw_text = raw if raw is not None else canonical({})
                 print_ = fingerprint(b"poll", channel, message_key, raw_text)
                 if db.execute("SELECT 1 FROM events WHERE fingerprint = ?", (print_,)).fetchone() is None:
                     decisions, _ = _apply(db, [observation], now)
                     decision = decisions[id(observation)]
+                    applied = decision.applied
                     db.execute(
                         "INSERT INTO events (fingerprint, batch_id, source, channel, message_key, event_category_type,"
                         " status, status_at, status_code, status_message, received_at, applied, reason, raw)"
@@ -417,16 +427,15 @@ class Store:
                     )
             db.execute(
                 "UPDATE messages SET poll_attempts = poll_attempts + 1, last_polled_at = :now,"
+                " poll_misses = CASE WHEN :missed THEN poll_misses + 1 ELSE 0 END,"
                 " poll_state = CASE WHEN poll_state = 'done' THEN 'done' ELSE :state END,"
                 " poll_reason = CASE WHEN poll_state = 'done' THEN NULL ELSE :reason END,"
                 " next_poll_at = CASE WHEN poll_state = 'done' THEN NULL ELSE :next END"
                 " WHERE channel = :channel AND message_key = :key",
                 {"now": now, "state": poll_state, "reason": poll_reason, "next": next_poll_at,
-                 "channel": channel, "key": message_key},
+                 "channel": channel, "key": message_key, "missed": missed},
             )
-            row = db.execute(f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE channel = ? AND message_key = ?",
-                             (channel, message_key)).fetchone()
-        return dict(row) if row else None
+        return applied
 
     def acquire_lease(self, name: str, holder: str, now: int, ttl_ms: int) -> bool:
         """Take or renew the lease `name`; True while `holder` holds it."""
@@ -621,7 +630,7 @@ def _new_message(observation: model.Observation, now: int) -> dict:
         "status_code": None, "status_message": None, "event_category_type": None, "source": None,
         "recipient": None, "subscriber_key": None, "definition_key": None, "tracked_at": None,
         "sent_at": None, "updated_at": now, "poll_state": "waiting", "poll_reason": None, "poll_attempts": 0,
-        "last_polled_at": None, "next_poll_at": None,
+        "poll_misses": 0, "last_polled_at": None, "next_poll_at": None,
     }
 
 

@@ -1,0 +1,202 @@
+"""One poller's work: poll cycles, probe verification and pruning, each a plain method.
+
+APScheduler calls these (see `service.py`); tests call them directly with an injected clock.
+Every status GET goes through the shared budget in the database, and only the holder of the
+poll lease polls, so any number of poller processes together stay within
+POLL_MAX_REQUESTS_PER_MINUTE and never poll one message twice in a cycle.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Callable
+
+from receiver import status as model
+from receiver.config import Settings
+from receiver.events import canonical
+from receiver.store import Store
+
+from . import policy
+from .sfmc import AuthError, NotFound, RateLimited, Rejected, Retryable, SFMCClient, SFMCError, StatusReply
+
+log = logging.getLogger("poller")
+
+POLL_LEASE = "poll"
+PRUNE_EVERY_MS = 24 * 3600 * 1000
+
+
+@dataclass
+class CycleReport:
+    leader: bool = False
+    expired: int = 0
+    polled: int = 0
+    applied: int = 0
+    not_found: int = 0
+    stopped_by: str | None = None
+
+
+class Poller:
+    def __init__(self, settings: Settings, store: Store, client: SFMCClient | None, *,
+                 clock: Callable[[], float] = time.time, holder: str | None = None):
+        self.settings = settings
+        self.store = store
+        self.client = client
+        self.clock = clock
+        self.holder = holder or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self.failures = 0
+
+    def now(self) -> int:
+        return int(self.clock() * 1000)
+
+    @property
+    def lease_ms(self) -> int:
+        """A lease lasts one interval: a killed leader is replaced within two."""
+        return int(self.settings.poll_interval_seconds * 1000)
+
+    def holds_lease(self) -> bool:
+        return self.store.acquire_lease(POLL_LEASE, self.holder, self.now(), self.lease_ms)
+
+    def cycle(self) -> CycleReport:
+        """Poll the messages that are due, as far as the budget and SFMC allow."""
+        report = CycleReport()
+        if not self.holds_lease():
+            return report
+        report.leader = True
+        settings = self.settings
+        now = self.now()
+        report.expired = self.store.expire_window(now - int(settings.poll_window_hours * 3600_000), now)
+        if self.client is None:
+            return report
+        for row in self.store.due(now, limit=settings.poll_max_requests_per_minute):
+            if not self.holds_lease():
+                report.stopped_by = "lease lost"
+                break
+            wait_ms = self.store.take_request_slot(self.now(), settings.poll_max_requests_per_minute)
+            if wait_ms:
+                report.stopped_by = f"budget or pause: next slot in {wait_ms} ms"
+                break
+            stopped = self._poll(row, report)
+            if stopped:
+                report.stopped_by = stopped
+                break
+        if report.polled:
+            log.info("poll cycle", extra={"fields": {
+                "polled": report.polled, "applied": report.applied, "not_found": report.not_found,
+                "expired": report.expired, "stopped_by": report.stopped_by}})
+        return report
+
+    def _poll(self, row: dict, report: CycleReport) -> str | None:
+        """One status GET and its answer written; returns why the cycle must stop, if it must."""
+        channel, key = row["channel"], row["message_key"]
+        try:
+            reply = self.client.message_status(channel, key)
+        except NotFound:
+            self._record_miss(row)
+            report.polled += 1
+            report.not_found += 1
+            self.failures = 0
+            return None
+        except RateLimited as error:
+            self.failures += 1
+            pause = policy.pause_ms(error.retry_after, self.failures)
+            self.store.pause_polling(self.now() + pause)
+            log.warning("SFMC rate limit: every poller pauses", extra={"fields": {
+                "pause_ms": pause, "retry_after": error.retry_after, "errorcode": error.errorcode}})
+            return "rate limited"
+        except Retryable as error:
+            self.failures += 1
+            pause = policy.backoff_ms(self.failures)
+            self.store.pause_polling(self.now() + pause)
+            log.warning("SFMC unavailable: backing off", extra={"fields": {"pause_ms": pause, "error": str(error)}})
+            return "SFMC unavailable"
+        except AuthError as error:
+            log.error("SFMC refused our credentials; check SFMC_CLIENT_ID / SFMC_CLIENT_SECRET / SFMC_ACCOUNT_ID",
+                      extra={"fields": {"error": str(error)}})
+            return "credentials refused"
+        except Rejected as error:
+            log.warning("SFMC rejected a status GET; counted as not found", extra={"fields": {
+                "channel": channel, "error": str(error)}})
+            self._record_miss(row)
+            report.polled += 1
+            return None
+        self.failures = 0
+        report.polled += 1
+        if self._record_answer(row, reply):
+            report.applied += 1
+        return None
+
+    def _record_miss(self, row: dict) -> None:
+        now = self.now()
+        plan = policy.after_miss(row["poll_misses"], now)
+        self.store.record_poll(row["channel"], row["message_key"], None, None, now, poll_state=plan.state,
+                               poll_reason=plan.reason, next_poll_at=plan.next_poll_at, missed=True)
+
+    def _record_answer(self, row: dict, reply: StatusReply) -> bool:
+        now = self.now()
+        observation = observation_from_reply(row["channel"], row["message_key"], reply, now)
+        if observation is None:
+            log.warning("status GET answered an unexpected type; asking again later", extra={"fields": {
+                "event_category_type": reply.event_category_type}})
+            plan = policy.after_miss(row["poll_misses"], now)
+            self.store.record_poll(row["channel"], row["message_key"], None, None, now, poll_state=plan.state,
+                                   poll_reason=plan.reason, next_poll_at=plan.next_poll_at, missed=True)
+            return False
+        plan = policy.after_answer(observation, row["sent_at"], row["poll_misses"], now,
+                                   int(self.settings.poll_queued_stale_seconds * 1000))
+        raw = canonical({name: value for name, value in reply.raw.items() if name != "requestId"})
+        return self.store.record_poll(row["channel"], row["message_key"], observation, raw, now,
+                                      poll_state=plan.state, poll_reason=plan.reason,
+                                      next_poll_at=plan.next_poll_at, missed=plan.missed)
+
+    def verify_probes(self) -> str | None:
+        """Complete ENS verification for a stored probe: exactly one `ens-verify` call per probe."""
+        if self.client is None:
+            return None
+        probe = self.store.claim_probe(self.now(), self.settings.ens_callback_id)
+        if probe is None:
+            return None
+        try:
+            self.client.verify_callback(probe["callback_id"], probe["verification_key"])
+        except SFMCError as error:
+            self.store.finish_probe(probe["callback_id"], False, str(error), self.now())
+            log.error("ENS callback verification failed", extra={"fields": {
+                "callback_id": probe["callback_id"], "error": str(error)}})
+            return "failed"
+        self.store.finish_probe(probe["callback_id"], True, "verified", self.now())
+        log.info("ENS callback verified", extra={"fields": {"callback_id": probe["callback_id"]}})
+        return "verified"
+
+    def housekeeping(self) -> dict | None:
+        """Prune data older than RETENTION_DAYS, at most once a day across all pollers."""
+        now = self.now()
+        last = self.store.poller_value("last_pruned_at")
+        if last is not None and now - last < PRUNE_EVERY_MS:
+            return None
+        self.store.set_poller_value("last_pruned_at", now)
+        counts = self.store.prune(now - int(self.settings.retention_days * 86400_000))
+        log.info("pruned data older than RETENTION_DAYS", extra={"fields": counts})
+        return counts
+
+    def stop(self) -> None:
+        self.store.release_lease(POLL_LEASE, self.holder)
+
+
+def observation_from_reply(channel: str, message_key: str, reply: StatusReply, now: int) -> model.Observation | None:
+    """A status-GET answer as an observation; None when its type is not one the GET should give."""
+    classified = model.classify(reply.event_category_type or "")
+    if classified is None or classified[0] != channel:
+        return None
+    status_at = model.cst_time(reply.timestamp)
+    note = None
+    if status_at is None:
+        status_at, note = now, "timestamp missing or unusable; received time used"
+    return model.Observation(
+        channel=channel, message_key=message_key, event_category_type=reply.event_category_type,
+        status=classified[1], status_at=status_at, source="poll",
+        status_code=None if reply.status_code is None else str(reply.status_code),
+        status_message=reply.status_message, to=reply.to, subscriber_key=reply.contact_key, time_note=note,
+    )
