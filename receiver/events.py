@@ -1,7 +1,8 @@
 """Turning a signed ENS body into records: observations, unknown events and quarantined items.
 
-Each item keeps its raw JSON beside the normalized record (in the spirit of anymail's
-`esp_event`), and gets a fingerprint so that ENS's at-least-once redeliveries are stored once.
+Each event keeps its place in the raw batch (stored whole) beside the normalized record, in the
+spirit of anymail's `esp_event`, and gets a fingerprint so that ENS's at-least-once redeliveries
+are stored once.
 """
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ class Event:
     """One ENS event: `observation` is None for types that do not touch a status."""
 
     fingerprint: bytes
-    raw: str
+    position: int
     event_category_type: str
     channel: str | None
     message_key: str | None
@@ -42,13 +43,13 @@ class ParsedBatch:
     rejected: list[Rejected] = field(default_factory=list)
 
 
-def fingerprint(*parts: str | bytes) -> bytes:
-    digest = hashlib.sha256()
-    for part in parts:
-        data = part.encode("utf-8") if isinstance(part, str) else part
-        digest.update(len(data).to_bytes(8, "big"))
-        digest.update(data)
-    return digest.digest()[:16]
+def fingerprint(*parts: object) -> bytes:
+    """16 bytes that tell one record from another: the repr of a tuple is unambiguous."""
+    return hashlib.sha256(repr(parts).encode("utf-8")).digest()[:16]
+
+
+def body_fingerprint(body: bytes) -> bytes:
+    return hashlib.sha256(body).digest()
 
 
 def canonical(value: object) -> str:
@@ -59,7 +60,7 @@ def canonical(value: object) -> str:
 def parse_batch(body: bytes, received_at: int) -> ParsedBatch:
     """Normalize a signed body. Never raises: whatever cannot be used is rejected with a reason."""
     batch = ParsedBatch()
-    body_print = fingerprint(b"body", body)
+    body_print = body_fingerprint(body)
     try:
         text = body.decode("utf-8")
     except UnicodeDecodeError as error:
@@ -76,13 +77,12 @@ def parse_batch(body: bytes, received_at: int) -> ParsedBatch:
     items = document if isinstance(document, list) else [document]
     for position, item in enumerate(items):
         try:
-            raw = canonical(item)
+            result = parse_event(item, position, received_at)
+            raw = canonical(item).encode("utf-8") if isinstance(result, str) else b""
         except (ValueError, RecursionError):
-            batch.rejected.append(Rejected(fingerprint(b"item", body_print, str(position)), b"", "item nested too deeply", position))
-            continue
-        result = parse_event(item, raw, received_at)
+            result, raw = "item nested too deeply", b""
         if isinstance(result, str):
-            batch.rejected.append(Rejected(fingerprint(b"item", body_print, str(position)), raw.encode("utf-8"), result, position))
+            batch.rejected.append(Rejected(fingerprint("item", body_print, position), raw, result, position))
         else:
             batch.events.append(result)
     return batch
@@ -98,8 +98,12 @@ def _text(value: object) -> str | None:
     return None
 
 
-def parse_event(item: object, raw: str, received_at: int) -> Event | str:
-    """One ENS item as an Event, or the reason it cannot be used."""
+def parse_event(item: object, position: int, received_at: int) -> Event | str:
+    """One ENS item as an Event, or the reason it cannot be used.
+
+    A send event's fingerprint is the fields that tell one receipt from another (sfmc-api.md
+    §7.3: ENS has no event id); any other event's is its whole canonical JSON.
+    """
     if not isinstance(item, dict):
         return f"item is not an object but {type(item).__name__ if item is not None else 'null'}"
     event_type = item.get("eventCategoryType")
@@ -137,11 +141,14 @@ def parse_event(item: object, raw: str, received_at: int) -> Event | str:
             time_note=note,
         )
         channel_of_event = channel
+        identity = fingerprint("send", event_type, message_key, item.get("timestampUTC"), info.get("statusCode"),
+                               info.get("ordinal"), observation.status_message)
     else:
         channel_of_event = model.channel_hint(event_type)
+        identity = fingerprint("event", canonical(item))
     return Event(
-        fingerprint=fingerprint(b"event", raw),
-        raw=raw,
+        fingerprint=identity,
+        position=position,
         event_category_type=event_type,
         channel=channel_of_event,
         message_key=message_key if message_key and len(message_key) <= model.MAX_MESSAGE_KEY_LENGTH else None,

@@ -6,6 +6,7 @@ Pure code, no Flask, no SQL, no HTTP. The receiver and the poller both decide th
 """
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
@@ -118,7 +119,9 @@ def ens_time(value: object) -> int | None:
             value = float(text)
         else:
             return iso_time(text, naive_zone=None)
-    if isinstance(value, (int, float)) and value == value:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, (int, float)):
         ms = int(value)
         if _EARLIEST_MS <= ms <= _LATEST_MS:
             return ms

@@ -19,7 +19,7 @@ from typing import Iterable, Iterator
 import sqlite_utils
 
 from . import status as model
-from .events import Event, ParsedBatch, Rejected, canonical, fingerprint
+from .events import Event, ParsedBatch, Rejected, body_fingerprint, canonical, fingerprint
 
 SCHEMA = [
     # 1: the initial schema
@@ -48,7 +48,8 @@ SCHEMA = [
         received_at INTEGER NOT NULL,
         applied INTEGER NOT NULL,
         reason TEXT,
-        raw TEXT NOT NULL
+        position INTEGER,
+        raw TEXT
     );
     CREATE INDEX events_message ON events (message_key, channel, id);
     CREATE INDEX events_received ON events (received_at);
@@ -230,7 +231,7 @@ class Store:
             row = db.execute(
                 "INSERT INTO batches (body_sha, body, received_at, key_encoding, items)"
                 " VALUES (:sha, :body, :at, :encoding, :items) ON CONFLICT (body_sha) DO NOTHING RETURNING id",
-                {"sha": fingerprint(b"body", body), "body": body, "at": received_at, "encoding": key_encoding,
+                {"sha": body_fingerprint(body), "body": body, "at": received_at, "encoding": key_encoding,
                  "items": len(batch.events) + len(batch.rejected)},
             ).fetchone()
             if row is None:
@@ -245,7 +246,7 @@ class Store:
             decisions, result.changes = _apply(db, [e.observation for e in new_events if e.observation], received_at)
             db.executemany(
                 "INSERT INTO events (fingerprint, batch_id, source, channel, message_key, event_category_type, status,"
-                " status_at, status_code, status_message, received_at, applied, reason, raw)"
+                " status_at, status_code, status_message, received_at, applied, reason, position)"
                 " VALUES (?, ?, 'ens', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 [_event_row(event, batch_id, received_at, decisions) for event in new_events],
             )
@@ -412,7 +413,7 @@ class Store:
         with self.write() as db:
             if observation is not None:
                 raw_text = raw if raw is not None else canonical({})
-                print_ = fingerprint(b"poll", channel, message_key, raw_text)
+                print_ = fingerprint("poll", channel, message_key, raw_text)
                 if db.execute("SELECT 1 FROM events WHERE fingerprint = ?", (print_,)).fetchone() is None:
                     decisions, _ = _apply(db, [observation], now)
                     decision = decisions[id(observation)]
@@ -557,7 +558,7 @@ def _event_row(event: Event, batch_id: int, received_at: int, decisions: dict) -
     return (event.fingerprint, batch_id, event.channel, event.message_key, event.event_category_type,
             observation.status if observation else None, event.status_at,
             observation.status_code if observation else None, observation.status_message if observation else None,
-            received_at, int(applied), reason, event.raw)
+            received_at, int(applied), reason, event.position)
 
 
 def _quarantine(db: sqlite3.Connection, rejected: list[Rejected], batch_id: int, received_at: int) -> None:
