@@ -13,6 +13,7 @@ from werkzeug.routing import BaseConverter
 
 from . import status as model
 from .errors import BadRequest, NotFound, TooLarge, Unauthorized, Unavailable, Unprocessable
+from .events import is_text
 from .store import Store, StoreError
 
 MAX_ITEMS = 1000
@@ -90,8 +91,8 @@ def _tracked_item(item: object, now: int) -> dict:
     if not isinstance(item, dict):
         raise Unprocessable("each message must be a JSON object", code="not_an_object")
     key = item.get("messageKey")
-    if not isinstance(key, str) or not key:
-        raise Unprocessable("messageKey must be a non-empty string", code="invalid_message_key")
+    if not isinstance(key, str) or not key or not is_text(key):
+        raise Unprocessable("messageKey must be a non-empty string of valid Unicode", code="invalid_message_key")
     if len(key) > model.MAX_MESSAGE_KEY_LENGTH:
         raise Unprocessable(f"messageKey is longer than {model.MAX_MESSAGE_KEY_LENGTH} characters",
                             code="invalid_message_key")
@@ -101,8 +102,8 @@ def _tracked_item(item: object, now: int) -> dict:
     tracked = {"message_key": key, "channel": channel}
     for field, column in (("definitionKey", "definition_key"), ("to", "to")):
         value = item.get(field)
-        if value is not None and not isinstance(value, str):
-            raise Unprocessable(f"{field} must be a string", code=f"invalid_{column}")
+        if value is not None and (not isinstance(value, str) or not is_text(value)):
+            raise Unprocessable(f"{field} must be a string of valid Unicode", code=f"invalid_{column}")
         tracked[column] = value
     sent_at = item.get("sentAt")
     if sent_at is not None:
@@ -227,6 +228,8 @@ def _decode_cursor(cursor: str) -> tuple:
         data = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
         updated_at, channel, key = data
         if not isinstance(updated_at, int) or not isinstance(channel, str) or not isinstance(key, str):
+            raise ValueError
+        if not is_text(channel) or not is_text(key):
             raise ValueError
     except (ValueError, TypeError, binascii.Error):
         raise BadRequest("cursor is not one this API gave out") from None

@@ -15,7 +15,7 @@ from flask import Flask, current_app, jsonify, request
 
 from . import signature
 from .errors import Unauthorized, Unavailable
-from .events import parse_batch
+from .events import is_text, parse_batch
 from .store import Store, StoreError
 
 log = logging.getLogger("receiver.ens")
@@ -74,7 +74,8 @@ def _probe(body: bytes) -> tuple[str, str] | None:
         return None
     callback_id, key = document.get("callbackId"), document.get("verificationKey")
     if isinstance(callback_id, str) and isinstance(key, str) and callback_id and key:
-        return callback_id, key
+        if is_text(callback_id) and is_text(key):
+            return callback_id, key
     return None
 
 

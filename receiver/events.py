@@ -52,6 +52,15 @@ def body_fingerprint(body: bytes) -> bytes:
     return hashlib.sha256(body).digest()
 
 
+def is_text(value: str) -> bool:
+    """False for strings SQLite cannot store: JSON can smuggle in lone surrogates (`"\\ud800"`)."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def canonical(value: object) -> str:
     """One spelling per JSON value: a redelivered event has the same one whatever the formatting."""
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
@@ -75,8 +84,15 @@ def parse_batch(body: bytes, received_at: int) -> ParsedBatch:
         batch.rejected.append(Rejected(body_print, body, "body is not valid JSON (a value or nesting too large)", None))
         return batch
     items = document if isinstance(document, list) else [document]
+    # Only a `\uD8xx`-style escape can produce a lone surrogate; most batches skip the check.
+    escapes_surrogates = "\\ud" in text or "\\uD" in text
     for position, item in enumerate(items):
         try:
+            if escapes_surrogates and not is_text(canonical(item)):
+                rejected = json.dumps(item, sort_keys=True, separators=(",", ":")).encode("ascii")
+                batch.rejected.append(Rejected(fingerprint("item", body_print, position), rejected,
+                                               "item contains invalid Unicode (a lone surrogate escape)", position))
+                continue
             result = parse_event(item, position, received_at)
             raw = canonical(item).encode("utf-8") if isinstance(result, str) else b""
         except (ValueError, RecursionError):
