@@ -27,6 +27,11 @@ log = logging.getLogger("poller")
 
 POLL_LEASE = "poll"
 PRUNE_EVERY_MS = 24 * 3600 * 1000
+# The notSent list settles many not-sent messages per request, but it lists the whole business
+# unit's failures: read it only when enough of ours are due, and only a few pages per cycle.
+NOT_SENT_LIST_MIN_DUE = 10
+NOT_SENT_PAGE_SIZE = 100
+NOT_SENT_PAGES_PER_CYCLE = 3
 
 
 @dataclass
@@ -36,6 +41,8 @@ class CycleReport:
     polled: int = 0
     applied: int = 0
     not_found: int = 0
+    list_pages: int = 0
+    settled_by_list: int = 0
     stopped_by: str | None = None
 
 
@@ -71,23 +78,65 @@ class Poller:
         report.expired = self.store.expire_window(now - int(settings.poll_window_hours * 3600_000), now)
         if self.client is None:
             return report
-        for row in self.store.due(now, limit=settings.poll_max_requests_per_minute):
-            if not self.holds_lease():
-                report.stopped_by = "lease lost"
-                break
-            wait_ms = self.store.take_request_slot(self.now(), settings.poll_max_requests_per_minute)
-            if wait_ms:
-                report.stopped_by = f"budget or pause: next slot in {wait_ms} ms"
-                break
-            stopped = self._poll(row, report)
+        due = self.store.due(now, limit=settings.poll_max_requests_per_minute)
+        for channel in sorted({row["channel"] for row in due}):
+            if sum(row["channel"] == channel for row in due) >= NOT_SENT_LIST_MIN_DUE:
+                report.stopped_by = self._read_not_sent_list(channel, report)
+                if report.stopped_by:
+                    break
+        if report.settled_by_list:
+            due = self.store.due(self.now(), limit=settings.poll_max_requests_per_minute)
+        for row in due if report.stopped_by is None else ():
+            stopped = self._spend_slot() or self._poll(row, report)
             if stopped:
                 report.stopped_by = stopped
                 break
-        if report.polled:
+        if report.polled or report.list_pages:
             log.info("poll cycle", extra={"fields": {
                 "polled": report.polled, "applied": report.applied, "not_found": report.not_found,
+                "list_pages": report.list_pages, "settled_by_list": report.settled_by_list,
                 "expired": report.expired, "stopped_by": report.stopped_by}})
         return report
+
+    def _spend_slot(self) -> str | None:
+        """Renew the lease and take one request from the shared budget; why not, if not."""
+        if not self.holds_lease():
+            return "lease lost"
+        wait_ms = self.store.take_request_slot(self.now(), self.settings.poll_max_requests_per_minute)
+        return f"budget or pause: next slot in {wait_ms} ms" if wait_ms else None
+
+    def _read_not_sent_list(self, channel: str, report: CycleReport) -> str | None:
+        """Settle our waiting messages that SFMC lists as not sent, from where the last read stopped."""
+        cursor_name = f"not_sent_cursor_{channel}"
+        for _ in range(NOT_SENT_PAGES_PER_CYCLE):
+            stopped = self._spend_slot()
+            if stopped:
+                return stopped
+            cursor = self.store.poller_value(cursor_name)
+            try:
+                page = self.client.not_sent(channel, last_event_id=cursor, page_size=NOT_SENT_PAGE_SIZE)
+            except SFMCError as error:
+                return self._failed(error)
+            report.list_pages += 1
+            for item in page.messages:
+                report.settled_by_list += self._settle_not_sent(channel, item)
+            if isinstance(page.last_event_id, int) and page.last_event_id != cursor:
+                self.store.set_poller_value(cursor_name, page.last_event_id)
+            if len(page.messages) < NOT_SENT_PAGE_SIZE:
+                return None
+        return None
+
+    def _settle_not_sent(self, channel: str, item: dict) -> int:
+        info = item.get("info") if isinstance(item.get("info"), dict) else {}
+        key = info.get("messageKey")
+        row = self.store.message(key, channel) if isinstance(key, str) and key else None
+        if row is None or row["poll_state"] != "waiting":
+            return 0
+        reply = StatusReply(event_category_type=item.get("eventCategoryType"), timestamp=item.get("timestamp"),
+                            status_code=item.get("statusCode") if isinstance(item.get("statusCode"), int) else None,
+                            status_message=item.get("statusMessage"), contact_key=info.get("contactKey"),
+                            to=info.get("to"), raw=item)
+        return int(self._record_answer(row, reply))
 
     def _poll(self, row: dict, report: CycleReport) -> str | None:
         """One status GET and its answer written; returns why the cycle must stop, if it must."""
@@ -100,23 +149,8 @@ class Poller:
             report.not_found += 1
             self.failures = 0
             return None
-        except RateLimited as error:
-            self.failures += 1
-            pause = policy.pause_ms(error.retry_after, self.failures)
-            self.store.pause_polling(self.now() + pause)
-            log.warning("SFMC rate limit: every poller pauses", extra={"fields": {
-                "pause_ms": pause, "retry_after": error.retry_after, "errorcode": error.errorcode}})
-            return "rate limited"
-        except Retryable as error:
-            self.failures += 1
-            pause = policy.backoff_ms(self.failures)
-            self.store.pause_polling(self.now() + pause)
-            log.warning("SFMC unavailable: backing off", extra={"fields": {"pause_ms": pause, "error": str(error)}})
-            return "SFMC unavailable"
-        except AuthError as error:
-            log.error("SFMC refused our credentials; check SFMC_CLIENT_ID / SFMC_CLIENT_SECRET / SFMC_ACCOUNT_ID",
-                      extra={"fields": {"error": str(error)}})
-            return "credentials refused"
+        except (RateLimited, Retryable, AuthError) as error:
+            return self._failed(error)
         except Rejected as error:
             log.warning("SFMC rejected a status GET; counted as not found", extra={"fields": {
                 "channel": channel, "error": str(error)}})
@@ -128,6 +162,23 @@ class Poller:
         if self._record_answer(row, reply):
             report.applied += 1
         return None
+
+    def _failed(self, error: SFMCError) -> str:
+        """Pause every poller after a 429 or an outage; say why the cycle stops."""
+        if isinstance(error, AuthError):
+            log.error("SFMC refused our credentials; check SFMC_CLIENT_ID / SFMC_CLIENT_SECRET / SFMC_ACCOUNT_ID",
+                      extra={"fields": {"error": str(error)}})
+            return "credentials refused"
+        self.failures += 1
+        if isinstance(error, RateLimited):
+            pause = policy.pause_ms(error.retry_after, self.failures)
+            log.warning("SFMC rate limit: every poller pauses", extra={"fields": {
+                "pause_ms": pause, "retry_after": error.retry_after, "errorcode": error.errorcode}})
+        else:
+            pause = policy.backoff_ms(self.failures)
+            log.warning("SFMC unavailable: backing off", extra={"fields": {"pause_ms": pause, "error": str(error)}})
+        self.store.pause_polling(self.now() + pause)
+        return "rate limited" if isinstance(error, RateLimited) else "SFMC unavailable"
 
     def _record_miss(self, row: dict) -> None:
         now = self.now()

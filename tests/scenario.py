@@ -6,7 +6,8 @@ has no key yet (it stores the probe), the key configured and the web restarted, 
 verifying the probe, then a subscription to every transactional type. Traffic is sent through the
 fake with every fault on, tracked through the query API, and each message's final status is
 compared with what an observer of SFMC could know: the best of the ENS events the receiver
-acknowledged and, for messages the poller asked about, what the status GET shows.
+acknowledged and, for messages the poller asked about or that never got an event, what the
+status GET shows.
 
 Used by the end-to-end test (assertions) and by `make demo` (a printed summary).
 """
@@ -61,6 +62,7 @@ class Report:
     outcomes: list[Outcome] = field(default_factory=list)
     seconds: float = 0.0
     token_requests: int = 0
+    list_requests: int = 0
     stored_ens_events: int = 0
     distinct_acked_events: int = 0
     deliveries: Counter = field(default_factory=Counter)
@@ -123,6 +125,7 @@ class Scenario:
             report = self._settle(api, settle_timeout)
             report.seconds = time.monotonic() - started
             report.token_requests = fake.token_requests
+            report.list_requests = fake.status_list_calls
         return report
 
     def _drive(self, api: httpx.Client) -> None:
@@ -156,7 +159,7 @@ class Scenario:
         while True:
             self.fake.drain(timeout=10)
             report = self._report(api)
-            waiting = [o for o in report.outcomes if o.status != o.expected or (not o.ens_events and not o.gets)]
+            waiting = report.mismatches
             self.progress(f"settling: {len(report.outcomes) - len(waiting)}/{len(report.outcomes)} messages final, "
                           f"{report.total_gets} status GETs so far")
             if not waiting or time.monotonic() > deadline:
@@ -174,7 +177,8 @@ class Scenario:
             ens_best = max((ENS_MEANING[e["eventCategoryType"].split(".")[1]] for e, _ in events),
                            key=RANK.__getitem__, default=None)
             gets = self.fake.get_status_calls[(channel, key)]
-            visible = GET_SHOWS[truth[(channel, key)]] if gets else None
+            # Without any ENS event the poller must find out, by a GET or from the notSent list.
+            visible = GET_SHOWS[truth[(channel, key)]] if gets or not events else None
             expected = max(ens_best, visible, key=RANK.__getitem__)
             first_ack = min((at for _, at in events), default=None)
             status, source, poll_state = statuses.get((channel, key), (None, None, None))
@@ -231,7 +235,8 @@ def summary(report: Report) -> str:
         "",
         f"messages: {len(report.outcomes)}, final as expected: {len(report.outcomes) - len(report.mismatches)}",
         f"status GETs: {report.total_gets} in all; {sum(o.gets for o in needed)} for the {len(needed)} messages "
-        f"ENS did not settle in time; {sum(o.gets for o in settled)} for the {len(settled)} it did",
+        f"ENS did not settle in time; {sum(o.gets for o in settled)} for the {len(settled)} it did; "
+        f"{report.list_requests} notSent list pages",
         f"ENS deliveries: {dict(report.deliveries)}; token requests: {report.token_requests}",
         f"ENS events: {report.distinct_acked_events} distinct acknowledged, {report.stored_ens_events} stored",
         f"took {report.seconds:.1f} s",

@@ -67,6 +67,11 @@ def status_gets(fake, key=None):
     return [p for p in paths if key is None or p.endswith("/" + key)]
 
 
+def status_route_requests(fake):
+    """Every request to the rate-limited status routes: single GETs and notSent list pages."""
+    return [r for r in fake.requests if r.method == "GET" and "/messages/" in r.raw_path]
+
+
 def ens_event(event_type, key, at_ms, **info):
     return json.dumps([{"eventCategoryType": f"TransactionalSendEvents.{event_type}", "timestampUTC": at_ms,
                         "info": {"messageKey": key, **info}}]).encode()
@@ -218,9 +223,9 @@ def test_budget_holds_per_sliding_minute(store, fake, clock):
     clock.advance(301)
     times = []
     for _ in range(12):  # 3 minutes in 15-second cycles
-        before = len(status_gets(fake))
+        before = len(status_route_requests(fake))
         poller.cycle()
-        times += [clock.now()] * (len(status_gets(fake)) - before)
+        times += [clock.now()] * (len(status_route_requests(fake)) - before)
         clock.advance(15)
     for t in times:
         assert sum(1 for other in times if t - 60 < other <= t) <= 10
@@ -317,3 +322,31 @@ def test_prune_runs_once_a_day(store, fake, clock):
     assert store.message("mk-ancient", "sms") is None
     clock.advance(HOUR)
     assert poller.housekeeping() is None
+
+
+def test_not_sent_list_settles_many_messages_in_one_request(store, fake, clock):
+    poller = make_poller(store, fake, clock)
+    keys = [f"mk-ns{n:02d}" for n in range(30)]
+    for key in keys:
+        fake.send("sms", key, "15550100006", "otp")  # digit 6: not sent, statusCode 47
+    fake.send("sms", "someone-elses", "15550100006", "otp")  # in the list, never tracked by us
+    track(store, clock, *keys)
+    clock.advance(301)
+    fake.step()
+    report = poller.cycle()
+    assert (report.list_pages, report.settled_by_list, report.polled) == (1, 30, 0)
+    assert status_gets(fake) == []
+    message = store.message("mk-ns07", "sms")
+    assert (message["status"], message["status_code"], message["source"], message["poll_state"]) == (
+        "not_sent", "47", "poll", "done")
+    assert store.message("someone-elses", "sms") is None
+    # The cursor moved on: the next read starts after what was already seen.
+    track(store, clock, "mk-late-ns", *[f"mk-sent{n}" for n in range(10)])
+    fake.send("sms", "mk-late-ns", "15550100006", "otp")
+    clock.advance(301)
+    fake.step()
+    report = poller.cycle()
+    assert report.settled_by_list == 1
+    lists = [r.query for r in fake.requests if r.query.startswith("type=notSent")]
+    assert lists[0] == "type=notSent&$pageSize=100"
+    assert lists[1].startswith("type=notSent&$pageSize=100&lastEventId=")
