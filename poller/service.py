@@ -18,20 +18,12 @@ from receiver.config import ConfigError, Settings
 from receiver.store import Store, StoreError
 
 from .cycle import Poller
-from .sfmc import SFMCClient, SFMCError
+from .sfmc import SFMCError, client_from_settings
 
 log = logging.getLogger("poller")
 
 PROBE_CHECK_SECONDS = 5
 HOUSEKEEPING_SECONDS = 3600
-
-
-def client_from(settings: Settings) -> SFMCClient | None:
-    if not settings.sfmc_configured:
-        return None
-    return SFMCClient(auth_base_url=settings.sfmc_auth_base_url, client_id=settings.sfmc_client_id,
-                      client_secret=settings.sfmc_client_secret, account_id=settings.sfmc_account_id,
-                      rest_base_url=settings.sfmc_rest_base_url)
 
 
 def guarded(job):
@@ -59,7 +51,7 @@ def main() -> int:
     logs.configure(settings.log_level, settings.log_format)
     store = Store(settings.database_path, busy_timeout=10.0)
     store.upgrade()
-    client = client_from(settings)
+    client = client_from_settings(settings)
     poller = Poller(settings, store, client)
     if client is None:
         log.warning("polling is disabled: set SFMC_AUTH_BASE_URL, SFMC_CLIENT_ID and SFMC_CLIENT_SECRET to enable "

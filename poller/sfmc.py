@@ -35,6 +35,8 @@ from typing import Any
 
 import httpx
 
+from receiver.config import Settings
+
 log = logging.getLogger(__name__)
 
 CHANNELS = ("sms", "email")
@@ -632,3 +634,12 @@ class SFMCClient:
             if secret:
                 text = text.replace(secret, "[redacted]")
         return text
+
+
+def client_from_settings(settings: Settings) -> SFMCClient | None:
+    """The client the SFMC_* variables describe; None when credentials are not set."""
+    if not settings.sfmc_configured:
+        return None
+    return SFMCClient(auth_base_url=settings.sfmc_auth_base_url, client_id=settings.sfmc_client_id,
+                      client_secret=settings.sfmc_client_secret, account_id=settings.sfmc_account_id,
+                      rest_base_url=settings.sfmc_rest_base_url)

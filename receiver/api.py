@@ -12,11 +12,13 @@ from flask import Blueprint, Flask, current_app, jsonify, request
 from werkzeug.routing import BaseConverter
 
 from . import status as model
-from .errors import BadRequest, NotFound, TooLarge, Unauthorized, Unavailable, Unprocessable
+from .errors import BadRequest, NotFound, TooLarge, Unauthorized, Unavailable, read_body
 from .events import is_text
+from .messages import InvalidItem, history_json, message_json, tracked_item
 from .store import Store, StoreError
 
 MAX_ITEMS = 1000
+SQLITE_MAX_INTEGER = 2**63 - 1  # a larger Python int cannot even be bound as a parameter
 MESSAGES_PREFIX = "/v1/messages/"
 
 v1 = Blueprint("v1", __name__, url_prefix="/v1")
@@ -75,8 +77,8 @@ def track():
     accepted, rejected = [], []
     for index, item in enumerate(items):
         try:
-            accepted.append(_tracked_item(item, now))
-        except Unprocessable as error:
+            accepted.append(tracked_item(item, now))
+        except InvalidItem as error:
             rejected.append({"index": index, "code": error.code, "message": error.message})
     settings = current_app.config["SETTINGS"]
     if accepted:
@@ -85,35 +87,6 @@ def track():
         except StoreError:
             raise Unavailable("the database is busy; nothing was tracked, please retry") from None
     return jsonify({"accepted": len(accepted), "rejected": rejected}), 422 if rejected else 201
-
-
-def _tracked_item(item: object, now: int) -> dict:
-    if not isinstance(item, dict):
-        raise Unprocessable("each message must be a JSON object", code="not_an_object")
-    key = item.get("messageKey")
-    if not isinstance(key, str) or not key or not is_text(key):
-        raise Unprocessable("messageKey must be a non-empty string of valid Unicode", code="invalid_message_key")
-    if len(key) > model.MAX_MESSAGE_KEY_LENGTH:
-        raise Unprocessable(f"messageKey is longer than {model.MAX_MESSAGE_KEY_LENGTH} characters",
-                            code="invalid_message_key")
-    channel = item.get("channel", "sms")
-    if channel not in model.CHANNELS:
-        raise Unprocessable("channel must be 'sms' or 'email'", code="invalid_channel")
-    tracked = {"message_key": key, "channel": channel}
-    for field, column in (("definitionKey", "definition_key"), ("to", "to")):
-        value = item.get(field)
-        if value is not None and (not isinstance(value, str) or not is_text(value)):
-            raise Unprocessable(f"{field} must be a string of valid Unicode", code=f"invalid_{column}")
-        tracked[column] = value
-    sent_at = item.get("sentAt")
-    if sent_at is not None:
-        parsed = model.iso_time(sent_at) if isinstance(sent_at, str) else None
-        if parsed is None:
-            raise Unprocessable("sentAt must be an ISO 8601 date-time, e.g. 2026-01-31T12:00:00Z", code="invalid_sent_at")
-        if parsed > now + 3600_000:
-            raise Unprocessable("sentAt is more than an hour in the future", code="invalid_sent_at")
-        tracked["sent_at"] = parsed
-    return tracked
 
 
 # -- reading ----------------------------------------------------------------------------------
@@ -126,8 +99,8 @@ def show(message_key: str):
     row = store.message(message_key, channel)
     if row is None:
         raise NotFound(f"no message with this messageKey{' on channel ' + channel if channel else ''}")
-    message = _message_json(row)
-    message["history"] = [_history_json(entry) for entry in store.history(row["channel"], row["message_key"])]
+    message = message_json(row, _now_ms())
+    message["history"] = [history_json(entry) for entry in store.history(row["channel"], row["message_key"])]
     return jsonify(message)
 
 
@@ -169,7 +142,7 @@ def search():
     more = len(rows) > limit
     rows = rows[:limit]
     cursor = _encode_cursor(rows[-1]) if more else None
-    return jsonify({"messages": [_message_json(row) for row in rows], "nextCursor": cursor})
+    return jsonify({"messages": [message_json(row, _now_ms()) for row in rows], "nextCursor": cursor})
 
 
 @v1.get("/changes")
@@ -178,8 +151,8 @@ def changes():
         after = int(request.args.get("after", "0"))
     except ValueError:
         raise BadRequest("after must be a whole number (a seq from an earlier answer, or 0)") from None
-    if after < 0:
-        raise BadRequest("after must not be negative")
+    if not 0 <= after <= SQLITE_MAX_INTEGER:
+        raise BadRequest("after must be a seq from an earlier answer, or 0")
     rows = _store().changes(after, _limit())
     return jsonify({
         "changes": [{"seq": row["seq"], "messageKey": row["message_key"], "channel": row["channel"],
@@ -192,10 +165,11 @@ def changes():
 # -- helpers ----------------------------------------------------------------------------------
 
 def _json_body():
-    if not request.data:
+    body = read_body(current_app.config["SETTINGS"].max_body_bytes)
+    if not body:
         raise BadRequest("a JSON body is required")
     try:
-        return json.loads(request.data)
+        return json.loads(body)
     except (ValueError, RecursionError):
         raise BadRequest("the body is not valid JSON") from None
 
@@ -229,54 +203,12 @@ def _decode_cursor(cursor: str) -> tuple:
         updated_at, channel, key = data
         if not isinstance(updated_at, int) or not isinstance(channel, str) or not isinstance(key, str):
             raise ValueError
+        if abs(updated_at) > SQLITE_MAX_INTEGER:
+            raise ValueError
         if not is_text(channel) or not is_text(key):
             raise ValueError
-    except (ValueError, TypeError, binascii.Error):
+    except (ValueError, TypeError, binascii.Error, RecursionError):
         raise BadRequest("cursor is not one this API gave out") from None
     return updated_at, channel, key
 
 
-def _poll_state(row: dict) -> str:
-    if row["poll_state"] == "waiting" and row["next_poll_at"] is not None and row["next_poll_at"] <= _now_ms():
-        return "due"
-    return row["poll_state"]
-
-
-def _message_json(row: dict) -> dict:
-    return {
-        "messageKey": row["message_key"],
-        "channel": row["channel"],
-        "status": row["status"],
-        "statusAt": model.format_utc(row["status_at"]),
-        "statusCode": row["status_code"],
-        "statusMessage": row["status_message"],
-        "eventCategoryType": row["event_category_type"],
-        "source": row["source"],
-        "to": row["recipient"],
-        "subscriberKey": row["subscriber_key"],
-        "definitionKey": row["definition_key"],
-        "trackedAt": model.format_utc(row["tracked_at"]),
-        "sentAt": model.format_utc(row["sent_at"]),
-        "updatedAt": model.format_utc(row["updated_at"]),
-        "poll": {
-            "state": _poll_state(row),
-            "reason": row["poll_reason"],
-            "attempts": row["poll_attempts"],
-            "lastPolledAt": model.format_utc(row["last_polled_at"]),
-            "nextPollAt": model.format_utc(row["next_poll_at"]),
-        },
-    }
-
-
-def _history_json(entry: dict) -> dict:
-    return {
-        "eventCategoryType": entry["event_category_type"],
-        "status": entry["status"],
-        "statusAt": model.format_utc(entry["status_at"]),
-        "statusCode": entry["status_code"],
-        "statusMessage": entry["status_message"],
-        "source": entry["source"],
-        "receivedAt": model.format_utc(entry["received_at"]),
-        "applied": bool(entry["applied"]),
-        "reason": entry["reason"],
-    }

@@ -5,7 +5,6 @@
      ├── Unauthorized (401)
      ├── NotFound (404)
      ├── TooLarge (413)
-     ├── Unprocessable (422)
      └── Unavailable (503)
 
 One handler turns them (and werkzeug's own HTTP errors) into
@@ -15,7 +14,7 @@ from __future__ import annotations
 
 import logging
 
-from flask import Flask, jsonify
+from flask import Flask, jsonify, request
 from werkzeug.exceptions import HTTPException
 
 log = logging.getLogger("receiver")
@@ -48,10 +47,6 @@ class TooLarge(ApiError):
     status, code = 413, "too_large"
 
 
-class Unprocessable(ApiError):
-    status, code = 422, "unprocessable"
-
-
 class Unavailable(ApiError):
     status, code = 503, "unavailable"
 
@@ -62,6 +57,18 @@ def error_response(status: int, code: str, message: str):
     if status == 401:
         response.headers["WWW-Authenticate"] = "Bearer"
     return response
+
+
+def read_body(limit: int) -> bytes:
+    """The raw request body, or TooLarge when it is over `limit` (MAX_BODY_BYTES).
+
+    A body with a Content-Length over the limit is refused before reading; a chunked one is cut
+    at the limit by werkzeug without an error, so one more byte of input means it was too large.
+    """
+    body = request.get_data(cache=False)
+    if request.content_length is None and len(body) >= limit and request.environ["wsgi.input"].read(1):
+        raise TooLarge(f"the body is larger than MAX_BODY_BYTES ({limit} bytes)")
+    return body
 
 
 def init_app(app: Flask) -> None:

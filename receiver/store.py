@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import sqlite3
 import threading
+import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -202,8 +203,7 @@ class Store:
 
     def upgrade(self) -> int:
         """Create or migrate the schema; safe to run from every process at start."""
-        conn = self.connection()
-        sqlite_utils.Database(conn).enable_wal()
+        self._enable_wal()
         with self.write() as db:
             version = db.execute("PRAGMA user_version").fetchone()[0]
             for number, script in enumerate(SCHEMA[version:], start=version + 1):
@@ -211,6 +211,23 @@ class Store:
                     db.execute(statement)
                 db.execute(f"PRAGMA user_version = {number}")
         return len(SCHEMA)
+
+    def _enable_wal(self) -> None:
+        """Switch the file to WAL, waiting out other writers.
+
+        SQLite answers a journal-mode change with "database is locked" at once, without the
+        busy timeout, while another connection writes (e.g. a second process's first upgrade).
+        """
+        database = sqlite_utils.Database(self.connection())
+        deadline = time.monotonic() + self.busy_timeout
+        while True:
+            try:
+                database.enable_wal()
+                return
+            except sqlite3.OperationalError as error:
+                if time.monotonic() >= deadline:
+                    raise StoreError(f"database busy: {error}") from None
+                time.sleep(0.05)
 
     def schema_version(self) -> int:
         return self.connection().execute("PRAGMA user_version").fetchone()[0]
@@ -380,11 +397,6 @@ class Store:
             (now, limit),
         )]
 
-    def next_due_at(self) -> int | None:
-        row = self.connection().execute(
-            "SELECT min(next_poll_at) FROM messages WHERE poll_state = 'waiting'").fetchone()
-        return row[0]
-
     def expire_window(self, sent_before: int, now: int) -> int:
         """Give up, without a GET, on waiting messages sent before the status API's window.
 
@@ -512,14 +524,14 @@ class Store:
             "SELECT status, count(*) FROM messages GROUP BY status ORDER BY status")}
         by_poll_state = {row[0]: row[1] for row in conn.execute(
             "SELECT poll_state, count(*) FROM messages GROUP BY poll_state ORDER BY poll_state")}
-        oldest = conn.execute("SELECT min(next_poll_at) FROM messages WHERE poll_state = 'waiting'").fetchone()[0]
+        next_poll_at = conn.execute("SELECT min(next_poll_at) FROM messages WHERE poll_state = 'waiting'").fetchone()[0]
         return {
             "messages": database["messages"].count,
             "events": database["events"].count,
             "by_status": by_status,
             "by_poll_state": by_poll_state,
             "quarantined": database["quarantine"].count,
-            "oldest_waiting_next_poll_at": oldest,
+            "next_poll_at": next_poll_at,
             "counters": self.counters(),
         }
 
