@@ -14,7 +14,7 @@ import time
 from flask import Flask, current_app, jsonify, request
 
 from . import signature
-from .errors import Unauthorized, Unavailable
+from .errors import Unauthorized, Unavailable, read_body
 from .events import is_text, parse_batch
 from .store import Store, StoreError
 
@@ -37,7 +37,7 @@ def _now_ms() -> int:
 def receive():
     store: Store = current_app.extensions["store"]
     settings = current_app.config["SETTINGS"]
-    body = request.get_data(cache=False)
+    body = read_body(settings.max_body_bytes)
     header = request.headers.get(signature.HEADER)
     received_at = _now_ms()
     if header is None:
