@@ -5,6 +5,8 @@ names the variable and the value (never the value of a secret).
 """
 from __future__ import annotations
 
+import base64
+import binascii
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -101,7 +103,20 @@ class Settings:
                 shown = "(hidden)" if name in SECRET_VARIABLES else repr(raw)
                 raise ConfigError(f"{name} has a bad value: {shown}") from None
         values.update(overrides)
-        return cls(**values)
+        settings = cls(**values)
+        settings._check_keys()
+        return settings
+
+    def _check_keys(self) -> None:
+        """With ENS_KEY_ENCODING=base64, a key that is not base64 could never match: say so at start."""
+        if self.ens_key_encoding != "base64":
+            return
+        for index, key in enumerate(self.ens_signature_keys, start=1):
+            try:
+                base64.b64decode(key, validate=True)
+            except (binascii.Error, ValueError):
+                raise ConfigError(f"ENS_SIGNATURE_KEYS has a bad value: key {index} is not base64, "
+                                  "but ENS_KEY_ENCODING=base64") from None
 
 
 _VARIABLES: dict[str, Callable[[str], object]] = {

@@ -13,6 +13,7 @@ One handler turns them (and werkzeug's own HTTP errors) into
 from __future__ import annotations
 
 import logging
+import sqlite3
 
 from flask import Flask, jsonify, request
 from werkzeug.exceptions import HTTPException
@@ -80,6 +81,11 @@ def init_app(app: Flask) -> None:
     def http_error(error: HTTPException):
         code = (error.name or "error").lower().replace(" ", "_")
         return error_response(error.code or 500, code, error.description or error.name)
+
+    @app.errorhandler(sqlite3.Error)
+    def database_error(error: sqlite3.Error):
+        log.warning("database unavailable", extra={"fields": {"error": str(error)}})
+        return error_response(503, "unavailable", "the database is not answering; try again shortly")
 
     @app.errorhandler(Exception)
     def unexpected(error: Exception):

@@ -489,3 +489,14 @@ def test_tracking_while_the_database_is_locked_is_503_and_reads_still_work(app, 
     finally:
         locker.close()
     assert client.get("/v1/messages/mk-locked", headers=auth).status_code == 404
+
+
+def test_read_routes_answer_503_when_the_database_cannot_be_opened(tmp_path, make_app, auth):
+    app = make_app()
+    store = app.extensions["store"]
+    store.close()
+    store.path = tmp_path  # a directory: SQLite cannot open it as a database
+    client = app.test_client()
+    for path in ("/v1/messages", "/v1/messages/mk-1", "/v1/changes", "/healthz"):
+        response = client.get(path, headers=auth)
+        assert response.status_code == 503, (path, response.json)
