@@ -42,10 +42,6 @@ def _base64_key(key: str) -> bytes | None:
         return None
 
 
-def sign(body: bytes, key_bytes: bytes) -> str:
-    return base64.b64encode(hmac.new(key_bytes, body, hashlib.sha256).digest()).decode("ascii")
-
-
 def verify(body: bytes, header: str | None, keys: tuple[Candidate, ...]) -> Candidate | None:
     """The candidate whose HMAC of `body` equals the header's MAC; None when none does.
 
