@@ -12,7 +12,8 @@ from flask import Blueprint, Flask, current_app, jsonify, request
 from werkzeug.routing import BaseConverter
 
 from . import status as model
-from .errors import BadRequest, NotFound, TooLarge, Unauthorized, Unavailable, read_body
+from .body import read_body
+from .errors import BadRequest, NotFound, TooLarge, Unauthorized, Unavailable
 from .events import is_text
 from .messages import InvalidItem, history_json, message_json, tracked_item
 from .store import Store, StoreError
@@ -201,7 +202,7 @@ def _decode_cursor(cursor: str) -> tuple:
     try:
         data = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
         updated_at, channel, key = data
-        if not isinstance(updated_at, int) or not isinstance(channel, str) or not isinstance(key, str):
+        if type(updated_at) is not int or not isinstance(channel, str) or not isinstance(key, str):
             raise ValueError
         if abs(updated_at) > SQLITE_MAX_INTEGER:
             raise ValueError

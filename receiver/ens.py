@@ -14,7 +14,8 @@ import time
 from flask import Flask, current_app, jsonify, request
 
 from . import signature
-from .errors import Unauthorized, Unavailable, read_body
+from .body import read_body
+from .errors import Unauthorized, Unavailable
 from .events import is_text, parse_batch
 from .store import Store, StoreError
 
@@ -38,7 +39,7 @@ def receive():
     store: Store = current_app.extensions["store"]
     settings = current_app.config["SETTINGS"]
     body = read_body(settings.max_body_bytes)
-    header = request.headers.get(signature.HEADER)
+    header = request.headers.get(signature.HEADER) or None  # an empty header is no signature
     received_at = _now_ms()
     if header is None:
         probe = _probe(body)

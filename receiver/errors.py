@@ -4,6 +4,7 @@
      ├── BadRequest (400)
      ├── Unauthorized (401)
      ├── NotFound (404)
+     ├── RequestTimeout (408)
      ├── TooLarge (413)
      └── Unavailable (503)
 
@@ -15,8 +16,8 @@ from __future__ import annotations
 import logging
 import sqlite3
 
-from flask import Flask, jsonify, request
-from werkzeug.exceptions import HTTPException
+from flask import Flask, current_app, jsonify
+from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 log = logging.getLogger("receiver")
 
@@ -44,6 +45,10 @@ class NotFound(ApiError):
     status, code = 404, "not_found"
 
 
+class RequestTimeout(ApiError):
+    status, code = 408, "request_timeout"
+
+
 class TooLarge(ApiError):
     status, code = 413, "too_large"
 
@@ -60,22 +65,15 @@ def error_response(status: int, code: str, message: str):
     return response
 
 
-def read_body(limit: int) -> bytes:
-    """The raw request body, or TooLarge when it is over `limit` (MAX_BODY_BYTES).
-
-    A body with a Content-Length over the limit is refused before reading; a chunked one is cut
-    at the limit by werkzeug without an error, so one more byte of input means it was too large.
-    """
-    body = request.get_data(cache=False)
-    if request.content_length is None and len(body) >= limit and request.environ["wsgi.input"].read(1):
-        raise TooLarge(f"the body is larger than MAX_BODY_BYTES ({limit} bytes)")
-    return body
-
-
 def init_app(app: Flask) -> None:
     @app.errorhandler(ApiError)
     def api_error(error: ApiError):
         return error_response(error.status, error.code, error.message)
+
+    @app.errorhandler(RequestEntityTooLarge)
+    def too_large(error: RequestEntityTooLarge):
+        limit = current_app.config["SETTINGS"].max_body_bytes
+        return error_response(413, TooLarge.code, f"the body is larger than MAX_BODY_BYTES ({limit} bytes)")
 
     @app.errorhandler(HTTPException)
     def http_error(error: HTTPException):

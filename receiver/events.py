@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from dataclasses import dataclass, field
 
 from . import status as model
@@ -104,13 +105,21 @@ def parse_batch(body: bytes, received_at: int) -> ParsedBatch:
     return batch
 
 
+MAX_FIELD_LENGTH = 1000
+
+
 def _text(value: object) -> str | None:
-    """Identity and code fields as strings: ENS sends `statusCode` as a string, others as a number."""
+    """Identity and code fields as strings: ENS sends `statusCode` as a string, others as a number.
+
+    Capped in length (the raw batch keeps the whole value); non-finite numbers are not values.
+    """
     if isinstance(value, bool) or value is None:
         return None
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
     if isinstance(value, (str, int, float)):
-        text = str(value)
-        return text if text else None
+        text = str(value)[:MAX_FIELD_LENGTH] if not isinstance(value, int) or abs(value) < 10 ** 100 else None
+        return text or None
     return None
 
 
@@ -157,8 +166,8 @@ def parse_event(item: object, position: int, received_at: int) -> Event | str:
             time_note=note,
         )
         channel_of_event = channel
-        identity = fingerprint("send", event_type, message_key, item.get("timestampUTC"), info.get("statusCode"),
-                               info.get("ordinal"), observation.status_message)
+        identity = fingerprint("send", event_type, message_key, item.get("timestampUTC"), observation.status_code,
+                               _text(info.get("ordinal")), observation.status_message)
     else:
         channel_of_event = model.channel_hint(event_type)
         identity = fingerprint("event", canonical(item))

@@ -28,7 +28,7 @@ class JsonFormatter(logging.Formatter):
 
 class TextFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
-        fields = " ".join(f"{key}={value}" for key, value in getattr(record, "fields", {}).items())
+        fields = " ".join(f"{key}={_plain(value)}" for key, value in getattr(record, "fields", {}).items())
         line = f"{self.formatTime(record, '%H:%M:%S')} {record.levelname:<7} {record.name}: {record.getMessage()}"
         return f"{line} {fields}" if fields else line
 
@@ -46,3 +46,11 @@ def configure(level: str = "INFO", fmt: str = "json") -> None:
         logger.propagate = True
     logging.getLogger("httpx").setLevel(max(logging.WARNING, logging.getLevelName(level)))
     logging.getLogger("apscheduler").setLevel(max(logging.WARNING, logging.getLevelName(level)))
+
+
+def _plain(value: object) -> str:
+    """A field value on one line: anything with spaces or control characters is quoted and escaped."""
+    text = str(value)
+    if text.isprintable() and " " not in text and text.isascii():
+        return text
+    return json.dumps(text)

@@ -5,7 +5,7 @@ Flask-free, so the `ens-status` CLI shows and tracks exactly as `/v1/messages` d
 from __future__ import annotations
 
 from . import status as model
-from .events import is_text
+from .events import MAX_FIELD_LENGTH, is_text
 
 
 class InvalidItem(Exception):
@@ -35,12 +35,15 @@ def tracked_item(item: object, now: int) -> dict:
         value = item.get(field)
         if value is not None and (not isinstance(value, str) or not is_text(value)):
             raise InvalidItem(f"{field} must be a string of valid Unicode", code=f"invalid_{column}")
+        if value is not None and len(value) > MAX_FIELD_LENGTH:
+            raise InvalidItem(f"{field} is longer than {MAX_FIELD_LENGTH} characters", code=f"invalid_{column}")
         tracked[column] = value
     sent_at = item.get("sentAt")
     if sent_at is not None:
         parsed = model.iso_time(sent_at) if isinstance(sent_at, str) else None
         if parsed is None:
-            raise InvalidItem("sentAt must be an ISO 8601 date-time, e.g. 2026-01-31T12:00:00Z", code="invalid_sent_at")
+            raise InvalidItem("sentAt must be an ISO 8601 date-time between 2000 and 2100, e.g. 2026-01-31T12:00:00Z "
+                              "(without an offset it is read as UTC)", code="invalid_sent_at")
         if parsed > now + 3600_000:
             raise InvalidItem("sentAt is more than an hour in the future", code="invalid_sent_at")
         tracked["sent_at"] = parsed

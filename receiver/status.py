@@ -41,7 +41,7 @@ CST = timezone(timedelta(hours=-6), "CST")
 _EARLIEST_MS = 946684800000  # 2000-01-01: an epoch value before this is a unit mistake, not a time
 _LATEST_MS = 4102444800000  # 2100-01-01
 _CST_PATTERN = re.compile(
-    r"(\d{4})-(\d{2})-(\d{2})[T ](\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,7}))?"
+    r"(\d{4})-(\d{2})-(\d{2})[T ](\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,9}))?"
     r"(Z|[+-]\d{2}:?\d{2})?"
 )
 

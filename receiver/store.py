@@ -170,6 +170,9 @@ class Store:
         conn = getattr(self._local, "conn", None)
         if conn is None or self._local.pid != os.getpid():
             self.path.parent.mkdir(parents=True, exist_ok=True)
+            if not self.path.exists():
+                # Message keys, recipients and raw batches: readable by the owner only.
+                self.path.touch(mode=0o600, exist_ok=True)
             conn = sqlite3.connect(self.path, timeout=self.busy_timeout, isolation_level=None, check_same_thread=False)
             conn.row_factory = sqlite3.Row
             conn.execute(f"PRAGMA synchronous = {self.synchronous}")
@@ -565,8 +568,8 @@ def _event_row(event: Event, batch_id: int, received_at: int, decisions: dict) -
     else:
         decision = decisions[id(observation)]
         applied, reason = decision.applied, decision.reason
-    if event.note:
-        reason = f"{reason}; {event.note}" if reason else event.note
+    if observation is None and event.note:
+        reason = f"{reason}; {event.note}"
     return (event.fingerprint, batch_id, event.channel, event.message_key, event.event_category_type,
             observation.status if observation else None, event.status_at,
             observation.status_code if observation else None, observation.status_message if observation else None,

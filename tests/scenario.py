@@ -160,8 +160,8 @@ class Scenario:
             self.fake.drain(timeout=10)
             report = self._report(api)
             waiting = report.mismatches
-            self.progress(f"settling: {len(report.outcomes) - len(waiting)}/{len(report.outcomes)} messages final, "
-                          f"{report.total_gets} status GETs so far")
+            self.progress(f"settling: {len(report.outcomes) - len(waiting)}/{len(report.outcomes)} messages show "
+                          f"what SFMC knows, {report.total_gets} status GETs so far")
             if not waiting or time.monotonic() > deadline:
                 return report
             time.sleep(1)
@@ -233,11 +233,12 @@ def summary(report: Report) -> str:
     settled = [o for o in report.outcomes if o.settled_by_ens_in_time]
     lines += [
         "",
-        f"messages: {len(report.outcomes)}, final as expected: {len(report.outcomes) - len(report.mismatches)}",
+        f"messages: {len(report.outcomes)}, showing what SFMC knows: {len(report.outcomes) - len(report.mismatches)}",
         f"status GETs: {report.total_gets} in all; {sum(o.gets for o in needed)} for the {len(needed)} messages "
         f"ENS did not settle in time; {sum(o.gets for o in settled)} for the {len(settled)} it did; "
         f"{report.list_requests} notSent list pages",
-        f"ENS deliveries: {dict(report.deliveries)}; token requests: {report.token_requests}",
+        f"ENS deliveries: {dict(report.deliveries)} (401s: the fake corrupts 5% of signatures on purpose); "
+        f"token requests: {report.token_requests}",
         f"ENS events: {report.distinct_acked_events} distinct acknowledged, {report.stored_ens_events} stored",
         f"took {report.seconds:.1f} s",
     ]

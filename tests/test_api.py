@@ -500,3 +500,17 @@ def test_read_routes_answer_503_when_the_database_cannot_be_opened(tmp_path, mak
     for path in ("/v1/messages", "/v1/messages/mk-1", "/v1/changes", "/healthz"):
         response = client.get(path, headers=auth)
         assert response.status_code == 503, (path, response.json)
+
+
+def test_a_cursor_with_a_boolean_time_is_refused(client, auth):
+    cursor = base64.urlsafe_b64encode(b'[true,"sms","x"]').decode().rstrip("=")
+    assert client.get(f"/v1/messages?cursor={cursor}", headers=auth).status_code == 400
+
+
+def test_overlong_to_and_definition_key_are_refused(client, auth):
+    response = client.post("/v1/messages", headers=auth, json=[
+        {"messageKey": "mk-long-to", "to": "1" * 1001}, {"messageKey": "mk-long-def", "definitionKey": "d" * 1001},
+        {"messageKey": "mk-fine", "to": "1" * 1000}])
+    assert response.status_code == 422
+    assert [(r["index"], r["code"]) for r in response.json["rejected"]] == [(0, "invalid_to"), (1, "invalid_definition_key")]
+    assert response.json["accepted"] == 1

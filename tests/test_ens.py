@@ -434,3 +434,32 @@ def test_secrets_never_reach_the_log(make_app, capsys):
     assert "batch stored" in err
     for secret in (SIGNATURE_KEY, API_TOKEN, PROBE["verificationKey"], "not-the-token"):
         assert secret not in err
+
+
+def test_a_missing_time_is_explained_once_in_the_history(client, auth):
+    assert post_ens(client, batch(ens_event("SmsSent", "mk-untimed", timestamp_utc=None))).status_code == 200
+    history = client.get("/v1/messages/mk-untimed", headers=auth).json["history"]
+    assert [entry["reason"] for entry in history] == ["timestampUTC missing or unusable; received time used"]
+
+
+def test_status_code_as_number_or_string_is_the_same_event(client, auth):
+    as_string = ens_event("SmsDelivered", "mk-code", statusCode="4000")
+    as_number = ens_event("SmsDelivered", "mk-code", statusCode=4000)
+    assert post_ens(client, batch(as_string)).status_code == 200
+    assert post_ens(client, batch(as_number)).json["duplicates"] == 1
+    assert len(client.get("/v1/messages/mk-code", headers=auth).json["history"]) == 1
+
+
+def test_a_probe_with_an_empty_signature_header_is_still_a_probe(client):
+    probe = b'{"callbackId":"cb-empty-header","verificationKey":"k-1234567890"}'
+    response = client.post("/ens", data=probe, headers={"x-sfmc-ens-signature": ""})
+    assert response.status_code == 200
+    assert client.application.extensions["store"].probe("cb-empty-header")["state"] == "pending"
+
+
+def test_text_logs_cannot_be_forged_through_a_probe(make_app, capsys):
+    client = make_app(LOG_FORMAT="text").test_client()
+    probe = json.dumps({"callbackId": "cb-3\n INFO fake", "verificationKey": "k-1234567890"}).encode()
+    assert client.post("/ens", data=probe).status_code == 200
+    lines = [line for line in capsys.readouterr().err.splitlines() if "probe" in line or "fake" in line]
+    assert len(lines) == 1 and 'callback_id="cb-3\\n INFO fake"' in lines[0]

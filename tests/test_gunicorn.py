@@ -1,6 +1,7 @@
 """The real web process: the Procfile's gunicorn command with 2 workers, over real HTTP."""
 import json
 import random
+import socket
 import sqlite3
 import threading
 import time
@@ -227,3 +228,54 @@ def test_web_starts_while_another_process_writes_a_fresh_database(db_path):
     finally:
         release.join()
         other.close()
+
+
+def raw_request(port: int, head: bytes, body_part: bytes) -> socket.socket:
+    connection = socket.create_connection(("127.0.0.1", port), timeout=20)
+    connection.sendall(head + body_part)
+    return connection
+
+
+def read_answer(connection: socket.socket) -> bytes:
+    """Everything the server sends until it closes the connection."""
+    answer = b""
+    while chunk := connection.recv(4096):
+        answer += chunk
+    return answer
+
+
+def test_a_body_that_never_arrives_gets_408_and_does_not_stall_the_receiver(db_path):
+    body = b"[]"
+    head = (f"POST /ens HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 500\r\n"
+            f"x-sfmc-ens-signature: {signed_headers(body)['x-sfmc-ens-signature']}\r\n\r\n").encode()
+    with run_web(db_path, WEB_ENV, workers=2) as (base_url, log):
+        port = int(base_url.rsplit(":", 1)[1])
+        stalled = [raw_request(port, head, body) for _ in range(2)]  # as many as there are workers
+        try:
+            started = time.monotonic()
+            assert httpx.get(f"{base_url}/healthz", timeout=20).status_code == 200
+            assert time.monotonic() - started < 15  # the read deadline, not gunicorn's 30 s worker timeout
+            for connection in stalled:
+                answer = read_answer(connection)
+                assert answer.startswith(b"HTTP/1.1 408"), answer[:200]
+                assert b'"request_timeout"' in answer
+        finally:
+            for connection in stalled:
+                connection.close()
+        assert "Traceback" not in log() and "WORKER TIMEOUT" not in log()
+
+
+def test_a_body_shorter_than_its_content_length_is_refused(db_path):
+    body = b"[]"
+    head = (f"POST /ens HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 500\r\n"
+            f"x-sfmc-ens-signature: {signed_headers(body)['x-sfmc-ens-signature']}\r\n\r\n").encode()
+    with run_web(db_path, WEB_ENV, workers=1) as (base_url, log):
+        connection = raw_request(int(base_url.rsplit(":", 1)[1]), head, body)
+        try:
+            connection.shutdown(socket.SHUT_WR)
+            answer = read_answer(connection)
+        finally:
+            connection.close()
+        assert answer.startswith(b"HTTP/1.1 400"), answer[:200]
+        assert b"ended after 2 of its 500 bytes" in answer
+        assert query(db_path, "SELECT count(*) FROM batches") == [(0,)]

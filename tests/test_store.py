@@ -402,3 +402,9 @@ def test_concurrent_upgrades_of_a_fresh_file_all_succeed(tmp_path):
     db_path = str(tmp_path / "fresh" / "ens.db")
     versions = _in_processes(_upgrade, [(db_path,)] * 6)
     assert len(set(versions)) == 1 and versions[0] >= 1
+
+
+def test_a_new_database_file_is_readable_by_its_owner_only(tmp_path):
+    store = Store(tmp_path / "private" / "ens.db")
+    store.upgrade()
+    assert (store.path.stat().st_mode & 0o777) == 0o600
