@@ -21,7 +21,15 @@ import pytest
 from receiver import create_app
 
 # sfmc-api.md §6.3: the base64 of the bytes 0x01…0x20.
-SIGNATURE_KEY = "AQIDBAUGBwgJCgsMDQ4PEBESExQVFhcYGRobHB0eHyA="
+SIGNATURE_KEY = "AQIDBAUGBwgJCgsMDQ4PEBESExQVFhcYGRobHB0eHyA="  # sfmc-api.md §6.3's test key
+# sfmc-api.md §6.3, byte for byte (273 bytes, no trailing newline), and its two signatures.
+VECTOR_BODY = (
+    b'[{"eventCategoryType":"TransactionalSendEvents.SmsDelivered","timestampUTC":1735689600000,'
+    b'"definitionKey":"otp-sms","mid":7000001,"eid":7000000,"info":{"messageKey":"mk-0001",'
+    b'"subscriberKey":"contact-42","to":"15550100001","statusCode":"4000","statusMessage":"Delivered"}}]'
+)
+VECTOR_BASE64_MODE = "AY3+p7nMsS+V7ZCoeBb/mrl0JdsylyRrg2Mrfmo0qB8="
+VECTOR_TEXT_MODE = "VECehrW4r3CHSbYVHU0CFf2mhsl5gXRpUMZsxM6Xhik="
 API_TOKEN = "tok-3b1f0c5e9d2a4e7f"
 
 # Every variable the project (and gunicorn, through the Procfile) reads.

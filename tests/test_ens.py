@@ -11,6 +11,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.conftest import (
+    VECTOR_BASE64_MODE,
+    VECTOR_BODY,
+    VECTOR_TEXT_MODE,
     API_TOKEN,
     SIGNATURE_KEY,
     T0,
@@ -30,15 +33,6 @@ NEW_KEY = base64.b64encode(bytes(range(0x21, 0x41))).decode()
 FOREIGN_KEY = base64.b64encode(bytes(range(0x41, 0x61))).decode()
 PROBE = {"callbackId": "0e8fae3c-5e23-4c1f-9b37-8a3c0d6e1f42", "verificationKey": "vk-8f3b2c1d4e5a6b7c9d0e"}
 AUTH = {"Authorization": f"Bearer {API_TOKEN}"}
-
-# sfmc-api.md §6.3, byte for byte.
-VECTOR_BODY = (
-    b'[{"eventCategoryType":"TransactionalSendEvents.SmsDelivered","timestampUTC":1735689600000,'
-    b'"definitionKey":"otp-sms","mid":7000001,"eid":7000000,"info":{"messageKey":"mk-0001",'
-    b'"subscriberKey":"contact-42","to":"15550100001","statusCode":"4000","statusMessage":"Delivered"}}]'
-)
-VECTOR_BASE64_MODE = "AY3+p7nMsS+V7ZCoeBb/mrl0JdsylyRrg2Mrfmo0qB8="
-VECTOR_TEXT_MODE = "VECehrW4r3CHSbYVHU0CFf2mhsl5gXRpUMZsxM6Xhik="
 
 
 def logged(caplog) -> str:

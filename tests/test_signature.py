@@ -6,17 +6,9 @@ import hmac
 import pytest
 
 from receiver import signature
-from tests.conftest import sign
+from tests.conftest import SIGNATURE_KEY, VECTOR_BASE64_MODE, VECTOR_BODY, VECTOR_TEXT_MODE, sign
 
-# sfmc-api.md §6.3, byte for byte (273 bytes, no trailing newline).
-VECTOR_KEY = "AQIDBAUGBwgJCgsMDQ4PEBESExQVFhcYGRobHB0eHyA="
-VECTOR_BODY = (
-    b'[{"eventCategoryType":"TransactionalSendEvents.SmsDelivered","timestampUTC":1735689600000,'
-    b'"definitionKey":"otp-sms","mid":7000001,"eid":7000000,"info":{"messageKey":"mk-0001",'
-    b'"subscriberKey":"contact-42","to":"15550100001","statusCode":"4000","statusMessage":"Delivered"}}]'
-)
-VECTOR_BASE64_MODE = "AY3+p7nMsS+V7ZCoeBb/mrl0JdsylyRrg2Mrfmo0qB8="
-VECTOR_TEXT_MODE = "VECehrW4r3CHSbYVHU0CFf2mhsl5gXRpUMZsxM6Xhik="
+VECTOR_KEY = SIGNATURE_KEY  # the §6.3 key
 
 # A second and third key for rotation: base64 of 0x21…0x40 and of 0x41…0x60.
 NEW_KEY = base64.b64encode(bytes(range(0x21, 0x41))).decode()
