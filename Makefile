@@ -25,7 +25,7 @@ test: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/python -m tests.demo
 
-## bench: the performance benchmarks of docs/benchmarks.md (about 5 minutes)
+## bench: the performance benchmarks of docs/benchmarks.md (about 2½ minutes)
 bench: $(STAMP)
 	$(BIN)/python -m bench
 
