@@ -92,13 +92,13 @@ def _timeline(plan: Plan):
         t += 5.0 if t < sending_until else plan.interval_s
 
 
-def _send_due(fake: FakeSFMC, sends: list, next_send: int, t: float) -> tuple[list[tuple[str, str, str]], int]:
-    """Send every message whose offset has come; returns (key, to, kind) of each, and the next index."""
+def _send_due(fake: FakeSFMC, sends: list, next_send: int, t: float) -> tuple[list[tuple[str, str, str, str]], int]:
+    """Send every message whose offset has come; returns (key, to, definition, kind) of each, and the next index."""
     sent = []
     while next_send < len(sends) and sends[next_send][0] <= t:
         _, key, to, definition, kind = sends[next_send]
         fake.send("sms", key, to, definition)
-        sent.append((key, to, kind))
+        sent.append((key, to, definition, kind))
         next_send += 1
     return sent, next_send
 
@@ -118,9 +118,10 @@ def run_product(workdir: Path, plan: Plan) -> tuple[dict[str, int], int]:
             now_ms = int(clock.now() * 1000)
             sent, next_send = _send_due(fake, sends, next_send, t)
             if sent:
-                kinds.update((key, kind) for key, _, kind in sent)
-                store.track([{"channel": "sms", "message_key": key, "to": to, "sent_at": now_ms}
-                             for key, to, _ in sent], now_ms, int(plan.grace_s * 1000))
+                kinds.update((key, kind) for key, _, _, kind in sent)
+                # As a downstream app tracks its sends (SPEC §5): with the send definition's key.
+                store.track([{"channel": "sms", "message_key": key, "to": to, "definition_key": definition,
+                              "sent_at": now_ms} for key, to, definition, _ in sent], now_ms, int(plan.grace_s * 1000))
             fake.step()
             if emitted:
                 body = json.dumps(emitted).encode()
@@ -141,8 +142,8 @@ def run_naive(plan: Plan) -> dict[str, int]:
         for t in _timeline(plan):
             clock.set(START + t)
             sent, next_send = _send_due(fake, sends, next_send, t)
-            kinds.update((key, kind) for key, _, kind in sent)
-            open_keys += [key for key, _, _ in sent]
+            kinds.update((key, kind) for key, _, _, kind in sent)
+            open_keys += [key for key, _, _, _ in sent]
             fake.step()
             if t >= next_cycle:
                 open_keys = [key for key in open_keys if not _final_for_get(client, key)]

@@ -12,7 +12,7 @@ import os
 import socket
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable
 
 from receiver import status as model
@@ -44,6 +44,7 @@ class CycleReport:
     list_pages: int = 0
     settled_by_list: int = 0
     stopped_by: str | None = None
+    held_definitions: set = field(default_factory=set)
 
 
 class Poller:
@@ -87,6 +88,8 @@ class Poller:
         if report.settled_by_list:
             due = self.store.due(self.now(), limit=settings.poll_max_requests_per_minute)
         for row in due if report.stopped_by is None else ():
+            if row["status"] == model.QUEUED and (row["channel"], row["definition_key"]) in report.held_definitions:
+                continue  # a sibling's GET just said its definition still holds it
             stopped = self._spend_slot() or self._poll(row, report)
             if stopped:
                 report.stopped_by = stopped
@@ -119,14 +122,14 @@ class Poller:
                 return self._failed(error)
             report.list_pages += 1
             for item in page.messages:
-                report.settled_by_list += self._settle_not_sent(channel, item)
+                report.settled_by_list += self._settle_not_sent(channel, item, report)
             if isinstance(page.last_event_id, int) and page.last_event_id != cursor:
                 self.store.set_poller_value(cursor_name, page.last_event_id)
             if len(page.messages) < NOT_SENT_PAGE_SIZE:
                 return None
         return None
 
-    def _settle_not_sent(self, channel: str, item: dict) -> int:
+    def _settle_not_sent(self, channel: str, item: dict, report: CycleReport) -> int:
         info = item.get("info") if isinstance(item.get("info"), dict) else {}
         key = info.get("messageKey")
         row = self.store.message(key, channel) if isinstance(key, str) and key else None
@@ -136,7 +139,7 @@ class Poller:
                             status_code=item.get("statusCode") if isinstance(item.get("statusCode"), int) else None,
                             status_message=item.get("statusMessage"), contact_key=info.get("contactKey"),
                             to=info.get("to"), raw=item)
-        return int(self._record_answer(row, reply))
+        return int(self._record_answer(row, reply, report))
 
     def _poll(self, row: dict, report: CycleReport) -> str | None:
         """One status GET and its answer written; returns why the cycle must stop, if it must."""
@@ -159,7 +162,7 @@ class Poller:
             return None
         self.failures = 0
         report.polled += 1
-        if self._record_answer(row, reply):
+        if self._record_answer(row, reply, report):
             report.applied += 1
         return None
 
@@ -186,7 +189,7 @@ class Poller:
         self.store.record_poll(row["channel"], row["message_key"], None, None, now, poll_state=plan.state,
                                poll_reason=plan.reason, next_poll_at=plan.next_poll_at, missed=True)
 
-    def _record_answer(self, row: dict, reply: StatusReply) -> bool:
+    def _record_answer(self, row: dict, reply: StatusReply, report: CycleReport) -> bool:
         now = self.now()
         observation = observation_from_reply(row["channel"], row["message_key"], reply, now)
         if observation is None:
@@ -199,9 +202,14 @@ class Poller:
         plan = policy.after_answer(observation, row["sent_at"], row["poll_misses"], now,
                                    int(self.settings.poll_queued_stale_seconds * 1000))
         raw = canonical({name: value for name, value in reply.raw.items() if name != "requestId"})
-        return self.store.record_poll(row["channel"], row["message_key"], observation, raw, now,
-                                      poll_state=plan.state, poll_reason=plan.reason,
-                                      next_poll_at=plan.next_poll_at, missed=plan.missed)
+        applied = self.store.record_poll(row["channel"], row["message_key"], observation, raw, now,
+                                         poll_state=plan.state, poll_reason=plan.reason,
+                                         next_poll_at=plan.next_poll_at, missed=plan.missed)
+        if observation.status == model.QUEUED and row["definition_key"] and not plan.missed:
+            # Just after this message, so that it stays the one that asks for all of them.
+            self.store.defer_queued(row["channel"], row["definition_key"], plan.next_poll_at + 1000)
+            report.held_definitions.add((row["channel"], row["definition_key"]))
+        return applied
 
     def verify_probes(self) -> str | None:
         """Complete ENS verification for a stored probe: exactly one `ens-verify` call per probe."""

@@ -3,7 +3,8 @@
 The status GET is rate-limited and meant for spot checks, so every rule here bounds how many
 GETs one message can cost:
 - a message still `queued` waits as long again as it has been queued (doubling, capped), so an
-  inactive send definition costs about a dozen GETs over the 72-hour window;
+  inactive send definition costs about a dozen GETs over the 72-hour window; messages queued
+  behind the same definition share those GETs (the poller defers the others, see cycle.py);
 - a key SFMC does not know (yet) is asked again after 2, 8 and 20 minutes, then given up.
 """
 from __future__ import annotations

@@ -447,6 +447,20 @@ class Store:
                 (now, sent_before),
             ).rowcount
 
+    def defer_queued(self, channel: str, definition_key: str, until: int) -> int:
+        """Move the next poll of every waiting message queued behind `definition_key` to `until`.
+
+        Messages queued behind one send definition share its fate (inactive: all stay queued), so
+        one GET speaks for all of them until the definition moves.
+        """
+        with self.write() as db:
+            return db.execute(
+                "UPDATE messages SET next_poll_at = :until WHERE channel = :channel"
+                " AND definition_key = :definition_key AND status = 'queued' AND poll_state = 'waiting'"
+                " AND next_poll_at < :until",
+                {"until": until, "channel": channel, "definition_key": definition_key},
+            ).rowcount
+
     def record_poll(self, channel: str, message_key: str, observation: model.Observation | None, raw: str | None,
                     now: int, *, poll_state: str, poll_reason: str | None, next_poll_at: int | None,
                     missed: bool) -> bool:

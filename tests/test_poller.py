@@ -55,10 +55,10 @@ def ms(seconds: float) -> int:
     return int(seconds * 1000)
 
 
-def track(store, clock, *keys, channel="sms", sent_at=None):
+def track(store, clock, *keys, channel="sms", sent_at=None, definition_key=None):
     now = ms(clock.now())
-    store.track([{"channel": channel, "message_key": key, "sent_at": ms(sent_at) if sent_at else now} for key in keys],
-                now, grace_ms=300_000)
+    store.track([{"channel": channel, "message_key": key, "sent_at": ms(sent_at) if sent_at else now,
+                  "definition_key": definition_key} for key in keys], now, grace_ms=300_000)
 
 
 def status_gets(fake, key=None):
@@ -350,3 +350,25 @@ def test_not_sent_list_settles_many_messages_in_one_request(store, fake, clock):
     lists = [r.query for r in fake.requests if r.query.startswith("type=notSent")]
     assert lists[0] == "type=notSent&$pageSize=100"
     assert lists[1].startswith("type=notSent&$pageSize=100&lastEventId=")
+
+
+def test_messages_held_by_one_definition_share_their_re_polls(store, fake, clock):
+    poller = make_poller(store, fake, clock)
+    keys = [f"mk-held-{n}" for n in range(8)]
+    for key in keys:
+        fake.send("sms", key, "15550100004", "paused-otp")
+    track(store, clock, *keys, definition_key="paused-otp")
+    for _ in range(12):  # two hours in 10-minute cycles
+        clock.advance(10 * MINUTE)
+        fake.step()
+        poller.cycle()
+    gets = {key: len(status_gets(fake, key)) for key in keys}
+    # Each is asked once to learn it is queued; after that one GET per step speaks for all eight.
+    assert sum(gets.values()) <= len(keys) + 6, gets
+    assert all(store.message(key, "sms")["status"] == "queued" for key in keys)
+    fake.define("sms", "paused-otp", status="active")
+    for _ in range(18):  # the definition is activated: every message is sent within a few hours
+        clock.advance(10 * MINUTE)
+        fake.step()
+        poller.cycle()
+    assert all(store.message(key, "sms")["status"] == "sent" for key in keys)
