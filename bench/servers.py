@@ -6,8 +6,6 @@ and every wait is bounded. A worker's memory is read from /proc/<pid>/status (Vm
 from __future__ import annotations
 
 import os
-import signal
-import socket
 import subprocess
 import tempfile
 import time
@@ -18,6 +16,8 @@ from typing import Iterator, Mapping
 
 import httpx
 
+from tests.processes import free_port, stop
+
 ROOT = Path(__file__).resolve().parent.parent
 VENV_BIN = ROOT / ".venv" / "bin"
 PRODUCT_APP = "receiver:create_app()"
@@ -26,12 +26,6 @@ NAIVE_APP = "bench.naive:create_app()"
 
 class ServerError(RuntimeError):
     """A server did not start; the message carries the end of its log."""
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def web_command(app: str = PRODUCT_APP) -> list[str]:
@@ -123,7 +117,7 @@ def gunicorn(db_path: Path, env: Mapping[str, str] | None = None, *, app: str = 
         _wait_ready(server, workers, start_timeout)
         yield server
     finally:
-        _stop(popen)
+        stop(popen)
         log_path.unlink(missing_ok=True)
 
 
@@ -149,23 +143,3 @@ def _wait_ready(server: Server, workers: int, timeout: float) -> None:
         else:
             time.sleep(0.1)
     raise ServerError(f"gunicorn not ready after {timeout} s:\n{server.log_tail()}")
-
-
-def _stop(popen: subprocess.Popen, timeout: float = 10.0) -> None:
-    """SIGTERM to the master, which stops its workers; SIGKILL to its process group if it hangs.
-
-    The group is only signalled while the master is unreaped, so its id cannot have been reused.
-    """
-    if popen.poll() is not None:
-        return
-    popen.send_signal(signal.SIGTERM)
-    try:
-        popen.wait(timeout)
-        return
-    except subprocess.TimeoutExpired:
-        pass
-    try:
-        os.killpg(popen.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-    popen.wait(timeout)

@@ -96,12 +96,13 @@ def run_process(cmd: str | Sequence[str], env: Mapping[str, str], *, cwd: Path =
         try:
             yield Process(popen, log_path)
         finally:
-            _stop(popen, stop_timeout)
+            stop(popen, stop_timeout)
     finally:
         log_path.unlink(missing_ok=True)
 
 
-def _stop(popen: subprocess.Popen, timeout: float) -> None:
+def stop(popen: subprocess.Popen, timeout: float = 10.0) -> None:
+    """SIGTERM, then after `timeout` SIGKILL to the whole process group (a gunicorn master's workers too)."""
     if popen.poll() is None:
         popen.send_signal(signal.SIGTERM)
         try:
