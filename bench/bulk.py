@@ -13,11 +13,13 @@ from pathlib import Path
 
 from receiver.store import Store
 
+from receiver.events import event_fingerprint
+
 from .workload import START_MS
 
-# Keys and fingerprints are sequential, which keeps the load to seconds: random ones (as real keys
-# and hashes are) make every index insert land on a random page and the load take 30 s or more.
-# So batches ingested afterwards land beside the bulk rows in the indexes rather than among them.
+# Keys are sequential, which keeps the load to seconds: random ones (as real keys are) make every
+# index insert land on a random page and the load take 30 s or more. So batches ingested afterwards
+# land beside the bulk rows in the messages indexes rather than among them.
 KEY_SQL = "printf('bulk:otp:%08d', i)"
 
 # Each message i: sent at t, a transient receipt 1.2 s later, delivered 4.9 s after sent.
@@ -40,7 +42,7 @@ kinds(k, type, status, offset, code, text) AS (VALUES
     (2, 'TransactionalSendEvents.SmsDelivered', 'delivered', 4900, '4000', 'Delivered'))
 INSERT INTO events (fingerprint, batch_id, source, channel, message_key, event_category_type, status, status_at,
                     status_code, status_message, received_at, applied, reason, position)
-SELECT CAST(printf('%015X', i * 3 + k) || 'b' AS BLOB), NULL, 'ens', 'sms', {KEY_SQL}, type, status,
+SELECT event_fingerprint('sms', {KEY_SQL}, i * 3 + k), NULL, 'ens', 'sms', {KEY_SQL}, type, status,
        :t0 + i * 7 + offset, code, text, :t0 + i * 7 + offset + 1000, 1, NULL, k
 FROM n CROSS JOIN kinds WHERE k < :per_message
 """
@@ -53,6 +55,9 @@ def fill(path: Path, messages: int, events_per_message: int = 3) -> dict[str, in
     store.close()
     conn = sqlite3.connect(path, isolation_level=None)
     try:
+        # The product's fingerprints (a message's prefix, then the event's), so history lookups find them.
+        conn.create_function("event_fingerprint", 3, lambda channel, key, n: event_fingerprint(channel, key, "bulk", n),
+                             deterministic=True)
         conn.execute("PRAGMA journal_mode = OFF")
         conn.execute("PRAGMA synchronous = OFF")
         conn.execute("PRAGMA cache_size = -512000")

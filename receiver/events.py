@@ -49,6 +49,22 @@ def fingerprint(*parts: object) -> bytes:
     return hashlib.sha256(repr(parts).encode("utf-8")).digest()[:16]
 
 
+def message_prefix(channel: str | None, message_key: str | None) -> bytes:
+    """The first 8 bytes of every fingerprint of one message's events (see `event_fingerprint`)."""
+    return hashlib.sha256(repr((channel or "", message_key or "")).encode("utf-8")).digest()[:8]
+
+
+def event_fingerprint(channel: str | None, message_key: str | None, *parts: object) -> bytes:
+    """A message's prefix, then 8 bytes of the event's identity.
+
+    Sharing the prefix, one message's events sit together in the one unique fingerprint index, so
+    that index serves both duplicate detection and the message's history: a batch then dirties one
+    randomly keyed index page per event instead of two (measured in bench/: a third of the
+    write-locked time).
+    """
+    return message_prefix(channel, message_key) + hashlib.sha256(repr(parts).encode("utf-8")).digest()[:8]
+
+
 def body_fingerprint(body: bytes) -> bytes:
     return hashlib.sha256(body).digest()
 
@@ -166,11 +182,11 @@ def parse_event(item: object, position: int, received_at: int) -> Event | str:
             time_note=note,
         )
         channel_of_event = channel
-        identity = fingerprint("send", event_type, message_key, item.get("timestampUTC"), observation.status_code,
-                               _text(info.get("ordinal")), observation.status_message)
+        identity = event_fingerprint(channel, message_key, "send", event_type, item.get("timestampUTC"),
+                                     observation.status_code, _text(info.get("ordinal")), observation.status_message)
     else:
         channel_of_event = model.channel_hint(event_type)
-        identity = fingerprint("event", canonical(item))
+        identity = event_fingerprint(channel_of_event, message_key, "event", canonical(item))
     return Event(
         fingerprint=identity,
         position=position,

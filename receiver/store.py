@@ -23,7 +23,7 @@ from typing import Iterable, Iterator
 import sqlite_utils
 
 from . import status as model
-from .events import Event, ParsedBatch, Rejected, body_fingerprint, canonical, fingerprint
+from .events import Event, ParsedBatch, Rejected, body_fingerprint, canonical, event_fingerprint, message_prefix
 
 SCHEMA = [
     # 1: the initial schema
@@ -55,7 +55,6 @@ SCHEMA = [
         position INTEGER,
         raw TEXT
     );
-    CREATE INDEX events_message ON events (message_key, channel, id);
     CREATE INDEX events_received ON events (received_at);
     CREATE TABLE messages (
         channel TEXT NOT NULL,
@@ -390,10 +389,13 @@ class Store:
         return dict(row) if row else None
 
     def history(self, channel: str, message_key: str) -> list[dict]:
+        """The message's observations in arrival order, found by their shared fingerprint prefix."""
+        prefix = message_prefix(channel, message_key)
         return [dict(row) for row in self.connection().execute(
             "SELECT event_category_type, status, status_at, status_code, status_message, source, received_at,"
-            " applied, reason FROM events WHERE message_key = ? AND channel = ? ORDER BY id",
-            (message_key, channel),
+            " applied, reason FROM events WHERE fingerprint BETWEEN :first AND :last"
+            " AND message_key = :message_key AND channel = :channel ORDER BY id",
+            {"first": prefix + bytes(8), "last": prefix + b"\xff" * 8, "message_key": message_key, "channel": channel},
         )]
 
     def messages(self, *, status: str | None = None, channel: str | None = None, definition_key: str | None = None,
@@ -476,7 +478,7 @@ class Store:
         with self.write() as db:
             if observation is not None:
                 raw_text = raw if raw is not None else canonical({})
-                print_ = fingerprint("poll", channel, message_key, raw_text)
+                print_ = event_fingerprint(channel, message_key, "poll", raw_text)
                 if db.execute("SELECT 1 FROM events WHERE fingerprint = ?", (print_,)).fetchone() is None:
                     decisions, _ = _apply(db, [observation], now)
                     decision = decisions[id(observation)]
