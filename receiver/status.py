@@ -15,9 +15,7 @@ QUEUED, SENT, TRANSIENT = "queued", "sent", "transient"
 DELIVERED, BOUNCED, NOT_SENT = "delivered", "bounced", "not_sent"
 
 RANK = {QUEUED: 1, SENT: 2, TRANSIENT: 3, DELIVERED: 4, BOUNCED: 4, NOT_SENT: 4}
-FINAL_RANK = 4
 CHANNELS = ("sms", "email")
-SOURCES = ("ens", "poll")
 MAX_MESSAGE_KEY_LENGTH = 100
 
 # Keyed by the lower-cased eventCategoryType, so `SmsSent` (ENS) and `SMSSent` (status GET) meet.
