@@ -129,6 +129,8 @@ def _text(value: object) -> str | None:
 
     Capped in length (the raw batch keeps the whole value); non-finite numbers are not values.
     """
+    if type(value) is str:  # the common case first: this runs several times per event
+        return value[:MAX_FIELD_LENGTH] or None
     if isinstance(value, bool) or value is None:
         return None
     if isinstance(value, float) and not math.isfinite(value):
