@@ -34,6 +34,10 @@ NOT_SENT_PAGE_SIZE = 100
 NOT_SENT_PAGES_PER_CYCLE = 3
 
 
+class NoRequestSlot(SFMCError):
+    """The budget has no slot for the status GET that a token refresh wants to send again."""
+
+
 @dataclass
 class CycleReport:
     leader: bool = False
@@ -56,6 +60,8 @@ class Poller:
         self.clock = clock
         self.holder = holder or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.failures = 0
+        if client is not None:
+            client.before_resend = self._slot_for_resend
 
     def now(self) -> int:
         return int(self.clock() * 1000)
@@ -108,6 +114,12 @@ class Poller:
         wait_ms = self.store.take_request_slot(self.now(), self.settings.poll_max_requests_per_minute)
         return f"budget or pause: next slot in {wait_ms} ms" if wait_ms else None
 
+    def _slot_for_resend(self) -> None:
+        """A status GET sent again after a token refresh is one more request of the budget."""
+        stopped = self._spend_slot()
+        if stopped:
+            raise NoRequestSlot(stopped)
+
     def _read_not_sent_list(self, channel: str, report: CycleReport) -> str | None:
         """Settle our waiting messages that SFMC lists as not sent, from where the last read stopped."""
         cursor_name = f"not_sent_cursor_{channel}"
@@ -152,7 +164,7 @@ class Poller:
             report.not_found += 1
             self.failures = 0
             return None
-        except (RateLimited, Retryable, AuthError) as error:
+        except (RateLimited, Retryable, AuthError, NoRequestSlot) as error:
             return self._failed(error)
         except Rejected as error:
             log.warning("SFMC rejected a status GET; counted as not found", extra={"fields": {
@@ -168,9 +180,13 @@ class Poller:
 
     def _failed(self, error: SFMCError) -> str:
         """Pause every poller after a 429 or an outage; say why the cycle stops."""
+        if isinstance(error, NoRequestSlot):
+            return error.sfmc_message
         if isinstance(error, AuthError):
-            log.error("SFMC refused our credentials; check SFMC_CLIENT_ID / SFMC_CLIENT_SECRET / SFMC_ACCOUNT_ID",
-                      extra={"fields": {"error": str(error)}})
+            # Asking again every cycle would request a token every cycle: SFMC wants one per 20 minutes.
+            self.store.pause_polling(self.now() + policy.AUTH_PAUSE_MS)
+            log.error("SFMC refused our credentials; check SFMC_CLIENT_ID / SFMC_CLIENT_SECRET / SFMC_ACCOUNT_ID; "
+                      "polling pauses for 20 minutes", extra={"fields": {"error": str(error)}})
             return "credentials refused"
         self.failures += 1
         if isinstance(error, RateLimited):

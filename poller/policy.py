@@ -18,6 +18,7 @@ QUEUED_MAX_DELAY_MS = 12 * 3600 * 1000
 BACKOFF_BASE_MS = 5_000
 BACKOFF_MAX_MS = 300_000
 RETRY_AFTER_MAX_MS = 3600 * 1000
+AUTH_PAUSE_MS = 20 * 60 * 1000  # SFMC asks for at most one token request per 20 minutes
 
 
 @dataclass(frozen=True)

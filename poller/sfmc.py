@@ -268,6 +268,9 @@ class SFMCClient:
         self._token: _Token | None = None
         self._fetch: _TokenFetch | None = None
         self.token_requests = 0
+        # Called before a status-route request is sent again after a 401; the poller spends a budget
+        # slot here (and may raise an SFMCError to give up), so a retry never exceeds the budget.
+        self.before_resend: Callable[[], None] | None = None
 
     def __repr__(self) -> str:
         return f"<SFMCClient token_url={self._token_url!r} client_id={self._client_id!r}>"
@@ -284,7 +287,7 @@ class SFMCClient:
     # --- transactional messaging -------------------------------------------------------
 
     def message_status(self, channel: str, message_key: str) -> StatusReply:
-        body = self._call("GET", message_path(channel, message_key))
+        body = self._call("GET", message_path(channel, message_key), status_route=True)
         if not isinstance(body, dict):
             raise Retryable(f"unexpected status body: {_one_line(repr(body))}", status=200)
         info = body.get("info") if isinstance(body.get("info"), dict) else {}
@@ -319,7 +322,7 @@ class SFMCClient:
             f"{urllib.parse.quote(k, safe='$')}={urllib.parse.quote(v, safe='')}"
             for k, v in query
         )
-        body = self._call("GET", f"/messaging/v1/{channel}/messages/?{query_string}")
+        body = self._call("GET", f"/messaging/v1/{channel}/messages/?{query_string}", status_route=True)
         if not isinstance(body, dict):
             raise Retryable(f"unexpected notSent body: {_one_line(repr(body))}", status=200)
         messages = body.get("messages")
@@ -526,12 +529,17 @@ class SFMCClient:
 
     # --- requests ----------------------------------------------------------------------
 
-    def _call(self, method: str, path: str, *, json: Any = None) -> Any:
-        """One REST call; on a 401 the token is refreshed once and the call retried once."""
+    def _call(self, method: str, path: str, *, json: Any = None, status_route: bool = False) -> Any:
+        """One REST call; on a 401 the token is refreshed once and the call retried once.
+
+        A retried call to a rate-limited status route goes through `before_resend` first.
+        """
         token = self._obtain_token()
         response = self._rest(method, token, path, json)
         if response.status_code == 401:
             token = self._obtain_token(stale=token)
+            if status_route and self.before_resend is not None:
+                self.before_resend()
             response = self._rest(method, token, path, json)
         if not 200 <= response.status_code < 300:
             raise self._error(response)

@@ -279,3 +279,39 @@ def test_a_body_shorter_than_its_content_length_is_refused(db_path):
         assert answer.startswith(b"HTTP/1.1 400"), answer[:200]
         assert b"ended after 2 of its 500 bytes" in answer
         assert query(db_path, "SELECT count(*) FROM batches") == [(0,)]
+
+
+def test_a_body_dripped_a_byte_at_a_time_is_cut_at_the_deadline(db_path):
+    """A socket timeout bounds each read only; the deadline holds for the whole body."""
+    body = b"[]"
+    head = (f"POST /ens HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 500\r\n"
+            f"x-sfmc-ens-signature: {signed_headers(body)['x-sfmc-ens-signature']}\r\n\r\n").encode()
+    with run_web(db_path, WEB_ENV, workers=2) as (base_url, log):
+        port = int(base_url.rsplit(":", 1)[1])
+        stop = threading.Event()
+        dripping = [raw_request(port, head, b"[") for _ in range(2)]  # as many as there are workers
+
+        def drip():
+            for _ in range(12):  # at most about 36 s
+                if stop.wait(3):
+                    return
+                for connection in dripping:
+                    try:
+                        connection.sendall(b" ")
+                    except OSError:
+                        pass
+
+        dripper = threading.Thread(target=drip, daemon=True)
+        dripper.start()
+        try:
+            started = time.monotonic()
+            assert httpx.get(f"{base_url}/healthz", timeout=40).status_code == 200
+            assert time.monotonic() - started < 15
+            for connection in dripping:
+                assert read_answer(connection).startswith(b"HTTP/1.1 408")
+        finally:
+            stop.set()
+            dripper.join()
+            for connection in dripping:
+                connection.close()
+        assert "WORKER TIMEOUT" not in log() and "Traceback" not in log()

@@ -372,3 +372,56 @@ def test_messages_held_by_one_definition_share_their_re_polls(store, fake, clock
         fake.step()
         poller.cycle()
     assert all(store.message(key, "sms")["status"] == "sent" for key in keys)
+
+
+def test_a_401_retry_spends_a_slot_of_the_budget(store, fake, clock):
+    poller = make_poller(store, fake, clock, poll_max_requests_per_minute=5)
+    keys = [f"mk-b{n}" for n in range(5)]
+    for key in keys:
+        fake.send("sms", key, "15550100007", "otp")
+    track(store, clock, *keys)
+    clock.advance(301)
+    fake.step()
+    poller.cycle()  # spends the 5 slots and caches a token
+    track(store, clock, "mk-late")
+    fake.send("sms", "mk-late", "15550100007", "otp")
+    clock.advance(301)
+    fake.step()
+    fake.expire_tokens()
+    before = len(status_route_requests(fake))
+    report = poller.cycle()
+    assert report.polled == 1
+    assert len(status_route_requests(fake)) - before == 2  # the GET, and the same GET after the refresh
+    for t in [r.at for r in status_route_requests(fake)]:
+        assert sum(1 for r in status_route_requests(fake) if t - 60 < r.at <= t) <= 5
+
+
+def test_a_401_retry_without_a_slot_waits_for_the_next_cycle(store, fake, clock):
+    poller = make_poller(store, fake, clock, poll_max_requests_per_minute=5)
+    fake.send("sms", "mk-warm", "15550100007", "otp")
+    poller.client.message_status("sms", "mk-warm")  # a cached token, spent outside the budget
+    keys = [f"mk-c{n}" for n in range(5)]
+    for key in keys:
+        fake.send("sms", key, "15550100007", "otp")
+    track(store, clock, *keys)
+    clock.advance(301)
+    fake.step()
+    fake.expire_tokens()
+    before = len(status_route_requests(fake))
+    report = poller.cycle()
+    assert len(status_route_requests(fake)) - before <= 5
+    assert report.polled == 4 and report.stopped_by.startswith("budget")
+
+
+def test_refused_credentials_pause_polling_instead_of_asking_every_cycle(store, fake, clock):
+    poller = make_poller(store, fake, clock)
+    track(store, clock, *[f"mk-a{n}" for n in range(3)])
+    clock.advance(301)
+    fake.fail_next("GET", "/messaging/v1/sms/messages/", 401, count=10_000)
+    assert poller.cycle().stopped_by == "credentials refused"
+    asked = len(status_route_requests(fake))
+    for _ in range(39):  # the next 19.5 minutes of 30-second cycles
+        clock.advance(30)
+        assert poller.cycle().polled == 0
+    assert len(status_route_requests(fake)) == asked
+    assert fake.token_requests <= 2
