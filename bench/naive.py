@@ -17,7 +17,8 @@ import time
 
 from flask import Flask, jsonify, request
 
-from receiver.store import Store, database_path
+from receiver.config import Settings
+from receiver.store import Store
 
 INSERT = (
     "INSERT INTO events (fingerprint, batch_id, source, channel, message_key, event_category_type, status_at,"
@@ -26,7 +27,7 @@ INSERT = (
 
 
 def create_app() -> Flask:
-    path = database_path(os.environ["DATABASE_URL"])
+    path = Settings.from_env().database_path
     Store(path).upgrade()
     key = base64.b64decode(os.environ["ENS_SIGNATURE_KEYS"].split(",")[0])
     connections: dict[int, sqlite3.Connection] = {}

@@ -16,7 +16,7 @@ import threading
 import time
 import zlib
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator
 
@@ -153,12 +153,6 @@ class _Decision:
 class _MessageState:
     row: dict
     changed: bool = False
-    poll_changed: bool = False
-    decisions: list = field(default_factory=list)
-
-
-def database_path(url: str) -> Path:
-    return Path(url[len("sqlite:///"):])
 
 
 class Store:
